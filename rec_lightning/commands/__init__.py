@@ -1,0 +1,1 @@
+"""One module per non-Trainer command; each exposes ``main(argv: list[str]) -> None``."""

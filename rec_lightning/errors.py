@@ -1,0 +1,58 @@
+"""Error types for bad external input, and a strict UTF-8 file reader that reports where it failed.
+
+Every message names the file, the place in it (line, row, column or field), what was expected,
+and how to fix it. Several problems in one file are reported together (the first few, plus a count).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+MAX_REPORTED_PROBLEMS = 5
+
+
+class DataValidationError(ValueError):
+    """An input file is missing or malformed.
+
+    Args:
+        path: the offending file or folder.
+        problems: one line per problem, each naming the place (e.g. ``"line 12, column 'item_sid': ..."``).
+        fix: what the user should do.
+    """
+
+    def __init__(self, path: str | Path, problems: Sequence[str], fix: str = "") -> None:
+        self.path = str(path)
+        self.problems = list(problems)
+        self.fix = fix
+        shown = self.problems[:MAX_REPORTED_PROBLEMS]
+        more = len(self.problems) - len(shown)
+        lines = [f"{self.path}: {len(self.problems)} problem(s)"]
+        lines += [f"  - {p}" for p in shown]
+        if more:
+            lines.append(f"  ... and {more} more")
+        if fix:
+            lines.append(f"  Fix: {fix}")
+        super().__init__("\n".join(lines))
+
+
+def read_text_file(path: str | Path, what: str = "file") -> str:
+    """Read a whole file as strict UTF-8.
+
+    Raises:
+        DataValidationError: if it is missing, a folder, or holds bytes that are not UTF-8 (with line).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataValidationError(path, [f"the {what} does not exist"],
+                                  fix="check the path, or fetch the data with `python -m rec_lightning download`")
+    if path.is_dir():
+        raise DataValidationError(path, [f"expected the {what}, found a folder"], fix="point to the file itself")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataValidationError(
+            path, [f"line {line}, byte offset {err.start}: bytes {data[err.start:err.end]!r} are not valid UTF-8"],
+            fix="re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
