@@ -1,0 +1,31 @@
+"""``check-data``: validate a data folder and print its statistics."""
+
+from __future__ import annotations
+
+from jsonargparse import CLI
+
+
+def check_data(data_dir: str, category: str) -> None:
+    """Validate every file of a category and print rows, items, SID tokens and shared SIDs.
+
+    Args:
+        data_dir: folder in the MiniOneRec layout.
+        category: category name, e.g. Industrial_and_Scientific.
+    """
+    from rec_lightning.data.records import load_rec_data
+    from rec_lightning.errors import DataValidationError
+
+    try:
+        data = load_rec_data(data_dir, category)
+    except DataValidationError as err:
+        raise SystemExit(str(err)) from None
+    catalog = data.catalog
+    shared = catalog.duplicate_sids
+    for split, records in data.splits.items():
+        print(f"{split:<6} {len(records):>7} rows")
+    print(f"items {len(catalog)}, SID levels {catalog.level_counts}, SID tokens {len(catalog.sid_tokens)}, "
+          f"SIDs shared by several items {len(shared)} ({sum(len(v) for v in shared.values())} items)")
+
+
+def main(argv: list[str]) -> None:
+    CLI(check_data, args=argv, as_positional=False)

@@ -1,0 +1,261 @@
+"""``RecDataModule``: files -> validated records -> task examples -> tokenized batches.
+
+Training uses a mix of prompt tasks (per-task sampling weights); validation loss and generation use
+the canonical next-item prompt. Under DDP, training batches are sharded by rank and every
+evaluation row is seen exactly once (no repeated padding rows). With no ``data_dir`` the embedded
+demo data set is generated; with no ``tokenizer`` a byte-level BPE is trained on the data's text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader
+
+from rec_lightning.data.collate import Collator
+from rec_lightning.data.dataset import RecDataset
+from rec_lightning.data.demo import DEMO_CATEGORY, make_demo_data
+from rec_lightning.data.records import RecData, load_rec_data
+from rec_lightning.data.sampling import LengthGroupedSampler, ShardSampler, sample_task_mix
+from rec_lightning.data.tasks import DEFAULT_TRAIN_TASKS, TASKS, Example, build_examples, next_item_example
+from rec_lightning.data.tokenizer import add_sid_tokens, cached_data_tokenizer, load_tokenizer
+from rec_lightning.errors import DataValidationError
+from rec_lightning.layout import available_categories
+from rec_lightning.prompts import category_display_name
+from rec_lightning.sid import ItemCatalog
+
+log = logging.getLogger(__name__)
+_STAGE_SPLITS = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",), "predict": ("test",)}
+
+
+def default_cache_dir() -> Path:
+    """``$REC_LIGHTNING_CACHE``, else ``~/.cache/rec_lightning``."""
+    return Path(os.environ.get("REC_LIGHTNING_CACHE", Path.home() / ".cache" / "rec_lightning"))
+
+
+class RecDataModule(pl.LightningDataModule):
+    """SID-tokenized sequences of one category in the MiniOneRec layout.
+
+    Args:
+        data_dir: folder with ``train/ valid/ test/ info/ index/``; None generates the demo data set.
+        category: file-name category, e.g. ``Industrial_and_Scientific``; None picks the only one present.
+        category_name: words used in prompts; default derived from ``category``
+            (``"industrial and scientific items"``).
+        tokenizer: hub id or local folder of the model's tokenizer; None trains a byte-level BPE on
+            the data (for models built from a config).
+        tokenizer_vocab_size: vocabulary of that trained BPE (before SID tokens).
+        train_tasks: task name -> sampling weight per epoch (1 = every example once, 0.5 = a seeded
+            half, 2 = twice). Tasks: sid_history_to_sid, title_history_to_sid, sid_history_to_title,
+            title_history_to_title, title_to_sid, sid_to_title.
+        max_length: longest tokenized example; prompts are cut from the left, responses never.
+        batch_size: training micro-batch per device. Effective batch = batch_size x
+            accumulate_grad_batches x devices x nodes.
+        eval_batch_size: validation/test/generation batch per device (default: batch_size).
+        num_workers: DataLoader workers.
+        seed: task sampling and shuffling seed.
+        group_by_length: batch examples of similar length together (less padding).
+        cache_dir: where demo data and trained tokenizers go (default ``~/.cache/rec_lightning``).
+        demo_seed: seed of the generated demo data set.
+        demo_num_users: users in the generated demo data set.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        category: str | None = None,
+        category_name: str | None = None,
+        tokenizer: str | None = None,
+        tokenizer_vocab_size: int = 4096,
+        train_tasks: dict[str, float] | None = None,
+        max_length: int = 512,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 42,
+        group_by_length: bool = False,
+        cache_dir: str | None = None,
+        demo_seed: int = 0,
+        demo_num_users: int = 500,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_tasks = dict(DEFAULT_TRAIN_TASKS if train_tasks is None else train_tasks)
+        unknown = sorted(set(self.train_tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown train task(s) {unknown}; known tasks: {sorted(TASKS)}")
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.tokenizer_name = tokenizer
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.data: RecData | None = None
+        self._tokenizer = None
+        self._catalog: ItemCatalog | None = None
+        self.datasets: dict[str, RecDataset] = {}
+        self._generation_datasets: dict[tuple, RecDataset] = {}
+
+    # ------------------------------------------------------------------ locations
+    @property
+    def data_dir(self) -> Path:
+        if self.hparams.data_dir is not None:
+            return Path(self.hparams.data_dir).expanduser()
+        return self.cache_dir / "demo" / f"seed{self.hparams.demo_seed}-users{self.hparams.demo_num_users}"
+
+    @property
+    def category(self) -> str:
+        if self.hparams.category is not None:
+            return self.hparams.category
+        if self.hparams.data_dir is None:
+            return DEMO_CATEGORY
+        present = available_categories(self.data_dir)
+        if len(present) != 1:
+            raise DataValidationError(self.data_dir / "index", [f"categories present: {present or 'none'}"],
+                                      fix="set data.category to one of them")
+        return present[0]
+
+    @property
+    def category_name(self) -> str:
+        return self.hparams.category_name or category_display_name(self.category)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        """Generate the demo data (if used and missing) and train the data tokenizer (if used)."""
+        if self.hparams.data_dir is None and not (self.data_dir / "index").is_dir():
+            log.info("generating the demo data set in %s", self.data_dir)
+            make_demo_data(self.data_dir, seed=self.hparams.demo_seed, num_users=self.hparams.demo_num_users)
+        if self.tokenizer_name is None:
+            self._load_tokenizer()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load and validate the splits this stage needs, then tokenize them."""
+        splits = _STAGE_SPLITS.get(stage or "fit", ("train", "valid", "test"))
+        needed = [s for s in splits if self.data is None or s not in self.data.splits]
+        if needed:
+            if not self.data_dir.exists() and self.hparams.data_dir is None:
+                self.prepare_data()
+            loaded = load_rec_data(self.data_dir, self.category, needed)
+            if self.data is None:
+                self.data = loaded
+            else:
+                self.data.splits.update(loaded.splits)
+        tokenizer = self.tokenizer
+        if "train" in splits and "train" not in self.datasets:
+            self.datasets["train"] = RecDataset(self.train_examples(), tokenizer, self.max_length)
+        if "valid" in splits and stage in (None, "fit", "validate") and "valid" not in self.datasets:
+            self.datasets["valid"] = RecDataset(self.generation_examples("valid"), tokenizer, self.max_length)
+
+    # ------------------------------------------------------------------ catalog and tokenizer
+    @property
+    def catalog(self) -> ItemCatalog:
+        if self.data is not None:
+            return self.data.catalog
+        if self._catalog is None:
+            if self.hparams.data_dir is None and not self.data_dir.exists():
+                self.prepare_data()
+            self._catalog = ItemCatalog.from_data_dir(self.data_dir, self.category)
+        return self._catalog
+
+    def _load_tokenizer(self):
+        if self.tokenizer_name is not None:
+            return load_tokenizer(self.tokenizer_name)
+        root = self.data_dir / "tokenizers" if os.access(self.data_dir, os.W_OK) else self.cache_dir / "tokenizers"
+        return cached_data_tokenizer(self.catalog, self.category_name, root, self.hparams.tokenizer_vocab_size)
+
+    @property
+    def tokenizer(self):
+        """The tokenizer with every SID token added (loaded on first use)."""
+        if self._tokenizer is None:
+            tokenizer = self._load_tokenizer()
+            self._sid_token_ids = add_sid_tokens(tokenizer, self.catalog.sid_tokens)
+            self._tokenizer = tokenizer
+        return self._tokenizer
+
+    @property
+    def sid_token_ids(self) -> list[int]:
+        """Token ids of ``catalog.sid_tokens``, in that order."""
+        self.tokenizer  # noqa: B018 (loads it)
+        return list(self._sid_token_ids)
+
+    def item_token_ids(self) -> dict[str, list[int]]:
+        """Each distinct SID -> its token ids (one per level)."""
+        tokenizer = self.tokenizer
+        return {sid: tokenizer.convert_tokens_to_ids(list(self.catalog.item(ids[0]).tokens))
+                for sid, ids in ((s, self.catalog.items_with_sid(s)) for s in self.catalog.sids)}
+
+    # ------------------------------------------------------------------ examples
+    def train_examples(self) -> list[Example]:
+        """The training task mix, sampled with ``seed``."""
+        records = self._records("train")
+        by_task = {task: build_examples(task, records, self.catalog, self.category_name)
+                   for task, weight in self.train_tasks.items() if weight > 0}
+        examples = sample_task_mix(by_task, self.train_tasks, self.seed)
+        random.Random(self.seed).shuffle(examples)
+        return examples
+
+    def generation_examples(self, split: str) -> list[Example]:
+        """Canonical next-item examples of a split, in file order."""
+        return [next_item_example(record, self.category_name) for record in self._records(split)]
+
+    def _records(self, split: str):
+        if self.data is None or split not in self.data.splits:
+            self.setup({"train": "fit", "valid": "validate", "test": "test"}[split])
+        return self.data.splits[split]
+
+    # ------------------------------------------------------------------ dataloaders
+    def _world(self) -> tuple[int | None, int | None]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return None, None
+        return trainer.world_size, trainer.global_rank
+
+    def _loader(self, dataset, batch_size: int, sampler, padding_side: str, shuffle: bool = False) -> DataLoader:
+        collate = Collator(self.tokenizer.pad_token_id, padding_side)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, collate_fn=collate,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.datasets.get("train") or self._dataset_for("fit", "train")
+        num_replicas, rank = self._world()
+        if self.group_by_length:
+            sampler = LengthGroupedSampler(dataset.lengths, self.batch_size, self.seed, num_replicas=num_replicas, rank=rank)
+            return self._loader(dataset, self.batch_size, sampler, "right")
+        return self._loader(dataset, self.batch_size, None, "right", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        dataset = self.datasets.get("valid") or self._dataset_for("validate", "valid")
+        return self._loader(dataset, self.eval_batch_size, ShardSampler(len(dataset), *self._world()), "right")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.generation_dataloader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.generation_dataloader("test")
+
+    def _dataset_for(self, stage: str, split: str) -> RecDataset:
+        self.setup(stage)
+        return self.datasets[split]
+
+    def generation_dataloader(self, split: str, limit: int | None = None, seed: int = 0,
+                              batch_size: int | None = None) -> DataLoader:
+        """Left-padded next-item prompts of ``split`` (no labels); each row once across DDP ranks.
+
+        Args:
+            limit: a seeded random subset of this many rows (kept in file order); None = all.
+        """
+        key = (split, limit, seed)
+        if key not in self._generation_datasets:
+            examples = self.generation_examples(split)
+            if limit is not None and limit < len(examples):
+                chosen = sorted(random.Random(seed).sample(range(len(examples)), limit))
+                examples = [examples[i] for i in chosen]
+            self._generation_datasets[key] = RecDataset(examples, self.tokenizer, self.max_length, with_response=False)
+        dataset = self._generation_datasets[key]
+        sampler = ShardSampler(len(dataset), *self._world())
+        return self._loader(dataset, batch_size or self.eval_batch_size, sampler, "left")

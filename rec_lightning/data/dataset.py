@@ -1,0 +1,90 @@
+"""One dataset class for every task and stage: examples tokenized once, loss on the response only.
+
+``input_ids = prompt_ids + response_ids + [eos]`` and ``labels = [-100] * len(prompt_ids) +
+response_ids + [eos]``. Over-long examples lose tokens from the *left* of the prompt; the response
+is always kept whole (an example whose response alone does not fit raises an error). Without a
+response (generation), an item is the prompt alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import torch
+
+from rec_lightning.data.tasks import Example
+
+log = logging.getLogger(__name__)
+IGNORE_INDEX = -100
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    """Tokenize prompts the way generation sees them: BOS kept if the tokenizer adds one, no EOS."""
+    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    eos = tokenizer.eos_token_id
+    return [ids[:-1] if ids and ids[-1] == eos else ids for ids in encoded]
+
+
+def encode_responses(tokenizer, responses: Sequence[str]) -> list[list[int]]:
+    """Tokenize responses without special tokens and append EOS."""
+    encoded = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
+    return [ids + [tokenizer.eos_token_id] for ids in encoded]
+
+
+class RecDataset(torch.utils.data.Dataset):
+    """Tokenized examples.
+
+    Args:
+        examples: from :mod:`rec_lightning.data.tasks`.
+        tokenizer: a Hugging Face tokenizer with the SID tokens added and an EOS token.
+        max_length: longest sequence (prompt + response + EOS); prompts are cut from the left.
+        with_response: False for generation (prompt only, no labels).
+
+    Raises:
+        ValueError: a tokenizer without EOS, or a response longer than ``max_length``.
+    """
+
+    def __init__(self, examples: Sequence[Example], tokenizer, max_length: int = 512, with_response: bool = True) -> None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no EOS token; set tokenizer.eos_token before building datasets")
+        self.examples = list(examples)
+        self.max_length = max_length
+        self.with_response = with_response
+        prompts = encode_prompts(tokenizer, [e.prompt for e in self.examples])
+        responses = encode_responses(tokenizer, [e.response for e in self.examples]) if with_response else None
+        self.input_ids: list[list[int]] = []
+        self.num_prompt_tokens: list[int] = []
+        self.num_truncated = 0
+        for i, prompt in enumerate(prompts):
+            response = responses[i] if responses is not None else []
+            if len(response) >= max_length:
+                example = self.examples[i]
+                raise ValueError(f"the response of example {i} (task {example.task}, row {example.row}) is "
+                                 f"{len(response)} tokens, not shorter than max_length={max_length}; raise max_length")
+            room = max_length - len(response)
+            if len(prompt) > room:
+                prompt = prompt[len(prompt) - room:]
+                self.num_truncated += 1
+            self.input_ids.append(prompt + response)
+            self.num_prompt_tokens.append(len(prompt))
+        if self.num_truncated:
+            log.warning("%d of %d examples were longer than max_length=%d; their prompts were cut from the left",
+                        self.num_truncated, len(self.examples), max_length)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Token count of each item (used for length-grouped batching)."""
+        return [len(ids) for ids in self.input_ids]
+
+    def __getitem__(self, index: int) -> dict:
+        ids = self.input_ids[index]
+        target = self.examples[index].target_item_id
+        item = {"input_ids": ids, "index": index, "target_item_id": -1 if target is None else target}
+        if self.with_response:
+            n_prompt = self.num_prompt_tokens[index]
+            item["labels"] = [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
+        return item

@@ -1,0 +1,172 @@
+"""Read and validate the MiniOneRec sequence CSVs: the only place that knows their column names.
+
+Each row is one (history, next item) window. List columns are Python-list literals parsed with
+``ast.literal_eval`` (never ``eval``). Every row is checked against the item catalog; bad rows are
+reported together (file, line, column, what was expected), and nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from rec_lightning.errors import DataValidationError, read_text_file
+from rec_lightning.layout import SPLITS, find_category_files, find_split_csv
+from rec_lightning.sid import ItemCatalog, SIDFormatError, parse_sid
+
+COLUMNS = (
+    "user_id",
+    "history_item_title",
+    "item_title",
+    "history_item_id",
+    "item_id",
+    "history_item_sid",
+    "item_sid",
+)
+_FIX = "regenerate the split with the same index.json, or correct the row"
+
+
+@dataclass(frozen=True)
+class SequenceRecord:
+    """One validated CSV row: a user's history (oldest first) and the next item."""
+
+    split: str
+    row: int  # 0-based data row in the split file (the header is not a row)
+    user_id: str
+    history_item_ids: tuple[int, ...]
+    history_titles: tuple[str, ...]
+    history_sids: tuple[str, ...]
+    item_id: int
+    item_title: str
+    item_sid: str
+
+
+@dataclass
+class RecData:
+    """One category: its catalog and validated splits."""
+
+    data_dir: Path
+    category: str
+    catalog: ItemCatalog
+    splits: dict[str, list[SequenceRecord]] = field(default_factory=dict)
+
+
+def load_rec_data(
+    data_dir: str | Path, category: str, splits: Sequence[str] = SPLITS
+) -> RecData:
+    """Load and validate a category's catalog and the requested splits.
+
+    Raises:
+        DataValidationError: any missing file or invalid row, naming file, line and column.
+    """
+    files = find_category_files(data_dir, category)
+    catalog = ItemCatalog.from_files(files.index, files.info, files.item)
+    data = RecData(Path(data_dir), category, catalog)
+    for split in splits:
+        data.splits[split] = read_split(find_split_csv(data_dir, split, category), catalog, split)
+    return data
+
+
+def read_split(path: str | Path, catalog: ItemCatalog, split: str = "") -> list[SequenceRecord]:
+    """Read one split CSV and validate every row against ``catalog``.
+
+    Raises:
+        DataValidationError: missing columns, or the first few invalid rows (with a total count).
+    """
+    text = read_text_file(path, what=f"{split or 'sequence'} CSV")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataValidationError(path, ["the file is empty (no header)"], fix=f"write a header: {','.join(COLUMNS)}") from None
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise DataValidationError(path, [f"line 1 (header): missing column(s) {missing}; found {header}"],
+                                  fix=f"the header must hold {', '.join(COLUMNS)}")
+    position = {name: header.index(name) for name in COLUMNS}
+    records: list[SequenceRecord] = []
+    problems: list[str] = []
+    line = reader.line_num
+    for row_index, cells in enumerate(reader):
+        where = f"line {line + 1}"
+        line = reader.line_num
+        if len(cells) != len(header):
+            problems.append(f"{where}: {len(cells)} fields, expected {len(header)}")
+            continue
+        try:
+            records.append(_parse_row(cells, position, catalog, split, row_index))
+        except _RowError as err:
+            problems.append(f"{where}, column '{err.column}': {err.message}")
+    if problems:
+        raise DataValidationError(path, problems, fix=_FIX)
+    if not records:
+        raise DataValidationError(path, ["the file has a header but no rows"], fix="write at least one row")
+    return records
+
+
+class _RowError(Exception):
+    def __init__(self, column: str, message: str) -> None:
+        super().__init__(message)
+        self.column, self.message = column, message
+
+
+def _parse_row(cells: list[str], position: dict[str, int], catalog: ItemCatalog, split: str, row: int) -> SequenceRecord:
+    def cell(name: str) -> str:
+        return cells[position[name]]
+
+    user_id = cell("user_id").strip()
+    if not user_id:
+        raise _RowError("user_id", "empty user id")
+    titles = _parse_list(cell("history_item_title"), "history_item_title", str, "titles (strings)")
+    item_ids = _parse_list(cell("history_item_id"), "history_item_id", int, "item ids (integers)")
+    sids = _parse_list(cell("history_item_sid"), "history_item_sid", str, "SID strings")
+    if not (len(titles) == len(item_ids) == len(sids)):
+        raise _RowError("history_item_sid", f"history lists differ in length: {len(titles)} titles, "
+                        f"{len(item_ids)} ids, {len(sids)} SIDs (they must describe the same items)")
+    for history_id, history_sid in zip(item_ids, sids):
+        _check_item_sid(history_id, history_sid, catalog, "history_item_sid")
+    raw_id = cell("item_id").strip()
+    if not raw_id.isdigit():
+        raise _RowError("item_id", f"expected a non-negative integer, got {raw_id!r}")
+    item_id = int(raw_id)
+    item_sid = cell("item_sid").strip()
+    _check_item_sid(item_id, item_sid, catalog, "item_sid")
+    return SequenceRecord(split, row, user_id, tuple(item_ids), tuple(titles), tuple(sids),
+                          item_id, cell("item_title"), item_sid)
+
+
+def _parse_list(text: str, column: str, kind: type, what: str) -> list:
+    """Parse a Python-list literal of ``kind`` values; at least one element."""
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise _RowError(column, f"expected a Python list literal of {what}, got {text[:80]!r}") from None
+    if not isinstance(value, list):
+        raise _RowError(column, f"expected a list of {what}, got a {type(value).__name__}: {text[:80]!r}")
+    if not value:
+        raise _RowError(column, "empty history: every row needs at least one history item")
+    for element in value:
+        if type(element) is not kind:  # bool is not an int here
+            raise _RowError(column, f"expected {what}, found {element!r} ({type(element).__name__})")
+    return value
+
+
+def _check_item_sid(item_id: int, sid: str, catalog: ItemCatalog, column: str) -> None:
+    try:
+        tokens = parse_sid(sid)
+    except SIDFormatError as err:
+        raise _RowError(column, str(err)) from None
+    if item_id not in catalog:
+        raise _RowError(column.replace("sid", "id"), f"item id {item_id} is not in the index ({catalog.source})")
+    expected = catalog.sid_of(item_id)
+    if sid != expected:
+        if not catalog.has_sid(sid):
+            levels = catalog.level_counts
+            extra = (f" it has {len(tokens)} levels; index SIDs have {'/'.join(map(str, levels))}"
+                     if len(tokens) not in levels else "")
+            raise _RowError(column, f"SID {sid!r} is not in the index;{extra} item {item_id}'s SID is {expected!r}")
+        raise _RowError(column, f"item {item_id} has SID {expected!r} in the index, but the row says {sid!r}")

@@ -1,0 +1,102 @@
+"""Samplers: per-task example sampling, length-grouped batches, and exact (unpadded) DDP sharding.
+
+Both samplers subclass :class:`~torch.utils.data.DistributedSampler`, so Lightning keeps them as
+they are under DDP instead of swapping in its own (which pads evaluation with repeated rows).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Iterator, Mapping, Sequence, TypeVar
+
+import torch
+from torch.utils.data import DistributedSampler
+
+T = TypeVar("T")
+
+
+def sample_task_mix(examples_by_task: Mapping[str, Sequence[T]], weights: Mapping[str, float], seed: int) -> list[T]:
+    """Draw ``round(weight * n)`` examples of each task (seeded); weight 1 keeps all, 0.5 half, 2 doubles.
+
+    Whole copies come first, the fractional remainder is sampled without replacement.
+    """
+    rng = random.Random(seed)
+    chosen: list[T] = []
+    for task, examples in examples_by_task.items():
+        weight = weights[task]
+        if weight < 0:
+            raise ValueError(f"task weight for {task!r} must be >= 0, got {weight}")
+        whole, fraction = divmod(weight, 1.0)
+        chosen.extend(list(examples) * int(whole))
+        chosen.extend(rng.sample(list(examples), round(fraction * len(examples))))
+    return chosen
+
+
+def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    if num_replicas is None or rank is None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+    return num_replicas, rank
+
+
+class ShardSampler(DistributedSampler):
+    """Every index exactly once across ranks (rank r takes r, r+W, r+2W, ...), never padded.
+
+    Ranks may get one item more or less than others; sum-state metrics stay exact.
+    """
+
+    def __init__(self, dataset_size: int, num_replicas: int | None = None, rank: int | None = None) -> None:
+        self.dataset_size = dataset_size
+        self.num_replicas, self.rank = _world(num_replicas, rank)
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.dataset_size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.dataset_size, self.num_replicas))
+
+
+class LengthGroupedSampler(DistributedSampler):
+    """Shuffled indices ordered so that each run of ``batch_size`` holds similar lengths.
+
+    Indices are shuffled, cut into mega-batches of ``batch_size * mega_batch_factor``, sorted by
+    length inside each, cut into batches, and the batches shuffled; rank r takes batches r, r+W, ...
+    (the last incomplete round is dropped so ranks stay in step). Use with a plain ``BatchSampler``
+    of the same ``batch_size`` (the DataLoader's ``batch_size`` argument), ``shuffle=False``.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega_batch_factor: int = 50,
+                 num_replicas: int | None = None, rank: int | None = None) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.mega_batch_factor = mega_batch_factor
+        self.num_replicas, self.rank = _world(num_replicas, rank)
+        self.epoch = 0
+        num_batches = math.ceil(len(self.lengths) / batch_size)
+        self._batches_per_rank = num_batches // self.num_replicas if self.num_replicas > 1 else num_batches
+
+    def _batches(self) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        mega = self.batch_size * self.mega_batch_factor
+        batches: list[list[int]] = []
+        for start in range(0, len(order), mega):
+            chunk = sorted(order[start:start + mega], key=lambda i: self.lengths[i], reverse=True)
+            batches.extend(chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        permutation = torch.randperm(len(batches), generator=generator).tolist()
+        return [batches[i] for i in permutation]
+
+    def __iter__(self) -> Iterator[int]:
+        batches = self._batches()
+        full = [b for b in batches if len(b) == self.batch_size] + [b for b in batches if len(b) < self.batch_size]
+        mine = full[self.rank::self.num_replicas][: self._batches_per_rank]
+        return iter([index for batch in mine for index in batch])
+
+    def __len__(self) -> int:
+        if self.num_replicas == 1:
+            return len(self.lengths)
+        return self._batches_per_rank * self.batch_size

@@ -1,0 +1,109 @@
+"""Prompt tasks: one small function per task turns records (or catalog items) into examples.
+
+Sequence tasks make one example per CSV row; item tasks (``title_to_sid``, ``sid_to_title``) make
+one per catalog item, so duplicate SIDs and duplicate titles each keep all their items instead of
+collapsing into a dict as the original did (defect 4). Every example carries its own target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from rec_lightning.data.records import SequenceRecord
+from rec_lightning.prompts import NEXT_ITEM, get_template, join_sids, join_titles
+from rec_lightning.sid import ItemCatalog
+
+
+@dataclass(frozen=True)
+class Example:
+    """A prompt and its response text (no EOS); the prompt ends in ``"### Response:\\n"``."""
+
+    task: str
+    prompt: str
+    response: str
+    target_item_id: int | None
+    target_sid: str | None
+    row: int  # row in the split for sequence tasks, item id for item tasks
+    history_item_ids: tuple[int, ...] = ()
+
+
+def _sequence_example(task: str, record: SequenceRecord, category_name: str, catalog: ItemCatalog | None) -> Example:
+    template = get_template(task)
+    prompt = template.render(
+        history_sids=join_sids(record.history_sids),
+        history_titles=join_titles(record.history_titles),
+        category=category_name,
+    )
+    title = catalog.title_of(record.item_id) if catalog is not None and record.item_id in catalog else record.item_title
+    response = record.item_sid if template.response == "sid" else (title or record.item_title)
+    return Example(task, prompt, response, record.item_id, record.item_sid, record.row, record.history_item_ids)
+
+
+def next_item_example(record: SequenceRecord, category_name: str) -> Example:
+    """The canonical next-item example (SID history -> next SID), used by SFT, GRPO and evaluation."""
+    return _sequence_example(NEXT_ITEM, record, category_name, None)
+
+
+def _sequence_task(task: str) -> Callable[..., list[Example]]:
+    def build(records: Sequence[SequenceRecord], catalog: ItemCatalog, category_name: str) -> list[Example]:
+        return [_sequence_example(task, record, category_name, catalog) for record in records]
+
+    build.__name__ = task
+    build.__doc__ = f"One ``{task}`` example per record."
+    return build
+
+
+def title_to_sid(records: Sequence[SequenceRecord], catalog: ItemCatalog, category_name: str) -> list[Example]:
+    """One ``title -> SID`` example per catalog item that has a title."""
+    template = get_template("title_to_sid")
+    return [
+        Example("title_to_sid", template.render(title=item.title, category=category_name), item.sid,
+                item.item_id, item.sid, item.item_id)
+        for item in catalog
+        if item.title
+    ]
+
+
+def sid_to_title(records: Sequence[SequenceRecord], catalog: ItemCatalog, category_name: str) -> list[Example]:
+    """One ``SID -> title`` example per catalog item that has a title."""
+    template = get_template("sid_to_title")
+    return [
+        Example("sid_to_title", template.render(sid=item.sid, category=category_name), item.title,
+                item.item_id, item.sid, item.item_id)
+        for item in catalog
+        if item.title
+    ]
+
+
+TASKS: dict[str, Callable[[Sequence[SequenceRecord], ItemCatalog, str], list[Example]]] = {
+    "sid_history_to_sid": _sequence_task("sid_history_to_sid"),
+    "title_history_to_sid": _sequence_task("title_history_to_sid"),
+    "sid_history_to_title": _sequence_task("sid_history_to_title"),
+    "title_history_to_title": _sequence_task("title_history_to_title"),
+    "title_to_sid": title_to_sid,
+    "sid_to_title": sid_to_title,
+}
+
+# MiniOneRec's SFT mix (its five datasets), with the answer leak fixed.
+DEFAULT_TRAIN_TASKS: dict[str, float] = {
+    "sid_history_to_sid": 1.0,
+    "title_to_sid": 1.0,
+    "sid_to_title": 1.0,
+    "sid_history_to_title": 1.0,
+    "title_history_to_title": 1.0,
+    "title_history_to_sid": 1.0,
+}
+
+
+def build_examples(task: str, records: Sequence[SequenceRecord], catalog: ItemCatalog, category_name: str) -> list[Example]:
+    """Build every example of ``task``.
+
+    Raises:
+        KeyError: unknown task, listing the known ones.
+    """
+    try:
+        builder = TASKS[task]
+    except KeyError:
+        raise KeyError(f"unknown task {task!r}; known tasks: {sorted(TASKS)}") from None
+    return builder(records, catalog, category_name)
