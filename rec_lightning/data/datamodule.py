@@ -165,7 +165,9 @@ class RecDataModule(pl.LightningDataModule):
     def _load_tokenizer(self):
         if self.tokenizer_name is not None:
             return load_tokenizer(self.tokenizer_name)
-        root = self.data_dir / "tokenizers" if os.access(self.data_dir, os.W_OK) else self.cache_dir / "tokenizers"
+        # Cached by content hash under cache_dir (beside the demo data, which lives there too); a user's data
+        # folder is never written to.
+        root = self.cache_dir / "tokenizers"
         return cached_data_tokenizer(self.catalog, self.category_name, root, self.hparams.tokenizer_vocab_size)
 
     @property

@@ -125,7 +125,7 @@ def _parse_row(cells: list[str], position: dict[str, int], catalog: ItemCatalog,
     item_ids = _parse_list(cell("history_item_id"), "history_item_id", int, "item ids (integers)")
     sids = _parse_list(cell("history_item_sid"), "history_item_sid", str, "SID strings")
     if not (len(titles) == len(item_ids) == len(sids)):
-        raise _RowError("history_item_sid", f"history lists differ in length: {len(titles)} titles, "
+        raise _RowError("history_item_title/history_item_id/history_item_sid", f"history lists differ in length: {len(titles)} titles, "
                         f"{len(item_ids)} ids, {len(sids)} SIDs (they must describe the same items)")
     for history_id, history_sid in zip(item_ids, sids):
         _check_item_sid(history_id, history_sid, catalog, "history_item_sid")

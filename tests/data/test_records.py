@@ -1,0 +1,128 @@
+import csv
+import json
+
+import pytest
+
+from conftest import REAL_CATEGORY, REAL_DATA, requires_real_data
+from rec_lightning.data.records import COLUMNS, load_rec_data, read_split
+from rec_lightning.errors import DataValidationError
+from rec_lightning.sid import ItemCatalog
+
+INDEX = {"0": ["<a_1>", "<b_2>", "<c_3>"], "1": ["<a_1>", "<b_2>", "<c_4>"], "2": ["<a_5>", "<b_0>", "<c_0>"]}
+TITLES = {0: "Glue", 1: "Tape", 2: "Drill"}
+GOOD_ROW = {
+    "user_id": "A1", "history_item_title": "['Glue', 'Tape']", "item_title": "Drill", "history_item_id": "[0, 1]",
+    "item_id": "2", "history_item_sid": "['<a_1><b_2><c_3>', '<a_1><b_2><c_4>']", "item_sid": "<a_5><b_0><c_0>",
+}
+
+
+def write_split(path, rows, columns=COLUMNS):
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture
+def catalog():
+    return ItemCatalog({int(k): v for k, v in INDEX.items()}, TITLES)
+
+
+def test_good_rows_parse(tmp_path, catalog):
+    path = tmp_path / "train.csv"
+    write_split(path, [GOOD_ROW, {**GOOD_ROW, "user_id": "A2"}])
+    records = read_split(path, catalog, "train")
+    assert [r.row for r in records] == [0, 1]
+    first = records[0]
+    assert first.history_item_ids == (0, 1) and first.history_titles == ("Glue", "Tape")
+    assert first.history_sids == ("<a_1><b_2><c_3>", "<a_1><b_2><c_4>")
+    assert (first.item_id, first.item_sid, first.item_title) == (2, "<a_5><b_0><c_0>", "Drill")
+
+
+@pytest.mark.parametrize(
+    "column, value, expected",
+    [
+        ("history_item_sid", "__import__('os').system('true')", "expected a Python list literal of SID strings"),
+        ("history_item_id", "[0, 1 + 1]", "expected a Python list literal of item ids"),
+        ("history_item_id", "(0, 1)", "expected a list of item ids (integers), got a tuple"),
+        ("history_item_title", "not a list", "expected a Python list literal of titles"),
+        ("history_item_title", "['Glue', 3]", "expected titles (strings), found 3"),
+        ("history_item_id", "[0]", "history lists differ in length: 2 titles, 1 ids, 2 SIDs"),
+        ("history_item_sid", "[]", "empty history"),
+        ("history_item_sid", "['<a_1><b_2><c_3>', '<a_9><b_9><c_9>']", "SID '<a_9><b_9><c_9>' is not in the index"),
+        ("item_sid", "<a_5><b_0>", "it has 2 levels; index SIDs have 3"),
+        ("item_sid", "<a_1><b_2><c_3>", "item 2 has SID '<a_5><b_0><c_0>' in the index, but the row says '<a_1><b_2><c_3>'"),
+        ("item_sid", "<a_5> <b_0><c_0>", "is not a SID"),
+        ("item_id", "7", "item id 7 is not in the index"),
+        ("item_id", "two", "expected a non-negative integer, got 'two'"),
+        ("user_id", "", "empty user id"),
+    ],
+)
+def test_bad_cell_names_file_line_and_column(tmp_path, catalog, column, value, expected):
+    path = tmp_path / "valid.csv"
+    write_split(path, [GOOD_ROW, {**GOOD_ROW, column: value}])
+    with pytest.raises(DataValidationError) as err:
+        read_split(path, catalog, "valid")
+    message = str(err.value)
+    assert str(path) in message
+    expected_column = {"7": "item_id", "[0]": "history_item_title/history_item_id/history_item_sid"}.get(value, column)
+    assert f"line 3, column '{expected_column}'" in message  # header is line 1, the bad row line 3
+    assert expected in message
+    assert "Fix:" in message
+
+
+def test_several_bad_rows_reported_together(tmp_path, catalog):
+    path = tmp_path / "train.csv"
+    bad = {**GOOD_ROW, "item_sid": "<a_9><b_9><c_9>"}
+    write_split(path, [bad] * 8)
+    with pytest.raises(DataValidationError) as err:
+        read_split(path, catalog, "train")
+    assert "8 problem(s)" in str(err.value) and "... and 3 more" in str(err.value)
+
+
+def test_missing_column(tmp_path, catalog):
+    path = tmp_path / "train.csv"
+    write_split(path, [GOOD_ROW], columns=[c for c in COLUMNS if c != "history_item_sid"])
+    with pytest.raises(DataValidationError, match=r"line 1 \(header\): missing column\(s\) \['history_item_sid'\]"):
+        read_split(path, catalog)
+
+
+def test_non_utf8_bytes_report_line(tmp_path, catalog):
+    path = tmp_path / "train.csv"
+    write_split(path, [GOOD_ROW])
+    path.write_bytes(path.read_bytes().replace(b"Drill", b"Dr\xe9ill"))
+    with pytest.raises(DataValidationError, match=r"line 2, byte offset \d+: bytes b'\\xe9' are not valid UTF-8"):
+        read_split(path, catalog)
+
+
+def test_missing_file_and_split(tmp_path, catalog):
+    with pytest.raises(DataValidationError, match="does not exist"):
+        read_split(tmp_path / "nope.csv", catalog)
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "Shop.index.json").write_text(json.dumps(INDEX))
+    with pytest.raises(DataValidationError, match="no file matches 'Shop\\*.csv'"):
+        load_rec_data(tmp_path, "Shop", splits=("train",))
+
+
+def test_category_file_matching_is_exact(tmp_path):
+    (tmp_path / "index").mkdir()
+    (tmp_path / "train").mkdir()
+    (tmp_path / "index" / "Toys.index.json").write_text(json.dumps(INDEX))
+    write_split(tmp_path / "train" / "Toys_and_Games_5.csv", [GOOD_ROW])  # another category: not ours
+    write_split(tmp_path / "train" / "Toys_5_2016-10-2018-11.csv", [GOOD_ROW])
+    data = load_rec_data(tmp_path, "Toys", splits=("train",))
+    assert len(data.splits["train"]) == 1
+
+
+@requires_real_data
+def test_real_industrial_data_loads_with_expected_counts():
+    data = load_rec_data(REAL_DATA, REAL_CATEGORY)
+    assert {s: len(r) for s, r in data.splits.items()} == {"train": 36259, "valid": 4532, "test": 4533}
+    catalog = data.catalog
+    assert len(catalog) == 3686
+    assert len(catalog.sid_tokens) == 560
+    assert len(catalog.duplicate_sids) == 15
+    assert sum(len(ids) for ids in catalog.duplicate_sids.values()) == 31
+    assert catalog.items_with_sid("<a_210><b_231><c_0>") == (7, 8)
+    ambiguous = sum(len(catalog.items_with_sid(r.item_sid)) > 1 for r in data.splits["test"])
+    assert ambiguous == 317  # minionerec-reference.md 1.4
