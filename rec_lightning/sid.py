@@ -25,6 +25,7 @@ from rec_lightning.errors import DataValidationError, read_text_file
 LEVEL_LETTERS = "abcdefgh"
 MAX_LEVELS = len(LEVEL_LETTERS)
 _TOKEN_RE = re.compile(r"<([a-h])_(0|[1-9][0-9]*)>")
+SID_TOKEN_SPLIT = re.compile(r"(<[a-h]_(?:0|[1-9][0-9]*)>)")  # re.split keeps the tokens at odd positions
 _SID_RE = re.compile(r"(?:<[a-h]_(?:0|[1-9][0-9]*)>)+")
 
 

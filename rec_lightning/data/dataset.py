@@ -14,22 +14,63 @@ from typing import Sequence
 import torch
 
 from rec_lightning.data.tasks import Example
+from rec_lightning.sid import SID_TOKEN_SPLIT
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
-    """Tokenize prompts the way generation sees them: BOS kept if the tokenizer adds one, no EOS."""
-    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    """Tokenize prompts the way generation sees them: BOS kept if the tokenizer adds one, no EOS.
+
+    SID tokens are added tokens, which a tokenizer splits out before running BPE on the text
+    between them; so a prompt's ids are the ids of its text segments and SID tokens, concatenated.
+    The segments repeat across prompts (the prompt frame, ``", "``), so each distinct segment is
+    tokenized once. A sample of prompts is checked against whole-string tokenization, and any
+    tokenizer for which they differ is used whole-string instead.
+    """
+    prompts = list(prompts)
+    if not prompts:
+        return []
+    whole = _encode_whole(tokenizer, prompts[:64])
+    fast = _encode_by_segments(tokenizer, prompts[:64])
+    if fast != whole:
+        log.info("segment tokenization differs from whole-string tokenization for this tokenizer; using the slow path")
+        return whole + _encode_whole(tokenizer, prompts[64:])
+    return whole + _encode_by_segments(tokenizer, prompts[64:])
+
+
+def _encode_whole(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"] if prompts else []
     eos = tokenizer.eos_token_id
     return [ids[:-1] if ids and ids[-1] == eos else ids for ids in encoded]
 
 
+def _encode_by_segments(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    prefix = _encode_whole(tokenizer, [""])[0]  # e.g. [BOS] for Llama-style tokenizers, [] for Qwen
+    pieces = [SID_TOKEN_SPLIT.split(prompt) for prompt in prompts]  # text, token, text, token, ..., text
+    vocab = tokenizer.get_vocab()
+    distinct = sorted({piece for split in pieces for piece in split[0::2] if piece})
+    encoded = tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
+    table = dict(zip(distinct, encoded))
+    result = []
+    for split in pieces:
+        ids = list(prefix)
+        for position, piece in enumerate(split):
+            if position % 2:
+                ids.append(vocab[piece])
+            elif piece:
+                ids.extend(table[piece])
+        result.append(ids)
+    return result
+
+
 def encode_responses(tokenizer, responses: Sequence[str]) -> list[list[int]]:
-    """Tokenize responses without special tokens and append EOS."""
-    encoded = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
-    return [ids + [tokenizer.eos_token_id] for ids in encoded]
+    """Tokenize responses without special tokens and append EOS (each distinct response once)."""
+    distinct = sorted(set(responses))
+    encoded = tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
+    table = {text: ids + [tokenizer.eos_token_id] for text, ids in zip(distinct, encoded)}
+    return [list(table[text]) for text in responses]
 
 
 class RecDataset(torch.utils.data.Dataset):
