@@ -12,6 +12,7 @@ import logging
 import os
 import random
 from pathlib import Path
+from typing import Literal
 
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
@@ -25,7 +26,7 @@ from rec_lightning.data.tasks import DEFAULT_TRAIN_TASKS, TASKS, Example, build_
 from rec_lightning.data.tokenizer import add_sid_tokens, cached_data_tokenizer, load_tokenizer
 from rec_lightning.errors import DataValidationError
 from rec_lightning.layout import available_categories
-from rec_lightning.prompts import category_display_name
+from rec_lightning.prompts import NEXT_ITEM, category_display_name, get_template
 from rec_lightning.sid import ItemCatalog
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ class RecDataModule(pl.LightningDataModule):
         cache_dir: where demo data and trained tokenizers go (default ``~/.cache/rec_lightning``).
         demo_seed: seed of the generated demo data set.
         demo_num_users: users in the generated demo data set.
+        train_format: ``sft`` yields prompt + response with labels (teacher forcing); ``prompts`` yields
+            left-padded prompts with their targets only, for RL (GRPO), where only tasks whose answer
+            is a SID may be weighted.
     """
 
     def __init__(
@@ -80,13 +84,22 @@ class RecDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         demo_seed: int = 0,
         demo_num_users: int = 500,
+        train_format: Literal["sft", "prompts"] = "sft",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.train_tasks = dict(DEFAULT_TRAIN_TASKS if train_tasks is None else train_tasks)
+        if train_format not in ("sft", "prompts"):
+            raise ValueError(f"train_format must be 'sft' or 'prompts', got {train_format!r}")
+        default_tasks = DEFAULT_TRAIN_TASKS if train_format == "sft" else {NEXT_ITEM: 1.0}
+        self.train_tasks = dict(default_tasks if train_tasks is None else train_tasks)
         unknown = sorted(set(self.train_tasks) - set(TASKS))
         if unknown:
             raise ValueError(f"unknown train task(s) {unknown}; known tasks: {sorted(TASKS)}")
+        not_sid = sorted(t for t, w in self.train_tasks.items() if w > 0 and get_template(t).response != "sid")
+        if train_format == "prompts" and not_sid:
+            raise ValueError(f"train_format='prompts' (RL) needs tasks whose answer is a SID; {not_sid} answer with "
+                             "a title: give them weight 0")
+        self.train_format = train_format
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.tokenizer_name = tokenizer
         self.max_length = max_length
@@ -147,7 +160,8 @@ class RecDataModule(pl.LightningDataModule):
                 self.data.splits.update(loaded.splits)
         tokenizer = self.tokenizer
         if "train" in splits and "train" not in self.datasets:
-            self.datasets["train"] = RecDataset(self.train_examples(), tokenizer, self.max_length)
+            self.datasets["train"] = RecDataset(self.train_examples(), tokenizer, self.max_length,
+                                                with_response=self.train_format == "sft")
         if "valid" in splits and stage in (None, "fit", "validate") and "valid" not in self.datasets:
             self.datasets["valid"] = RecDataset(self.generation_examples("valid"), tokenizer, self.max_length)
 
@@ -225,10 +239,11 @@ class RecDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets.get("train") or self._dataset_for("fit", "train")
         num_replicas, rank = self._world()
+        side = "right" if self.train_format == "sft" else "left"
         if self.group_by_length:
             sampler = LengthGroupedSampler(dataset.lengths, self.batch_size, self.seed, num_replicas=num_replicas, rank=rank)
-            return self._loader(dataset, self.batch_size, sampler, "right")
-        return self._loader(dataset, self.batch_size, None, "right", shuffle=True)
+            return self._loader(dataset, self.batch_size, sampler, side)
+        return self._loader(dataset, self.batch_size, None, side, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         dataset = self.datasets.get("valid") or self._dataset_for("validate", "valid")

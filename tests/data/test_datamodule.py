@@ -100,3 +100,17 @@ def test_real_data_datamodule(tmp_path):
     assert len(dm.sid_token_ids) == 560
     assert dm.category_name == "industrial and scientific items"
     assert (tmp_path / "tokenizers").is_dir()  # the shared data folder is read-only: cached elsewhere
+
+
+def test_prompts_format_for_rl(demo_dir, tmp_path):
+    dm = RecDataModule(data_dir=str(demo_dir), category="Demo_Shop", cache_dir=str(tmp_path), batch_size=4,
+                       train_format="prompts", train_tasks={"sid_history_to_sid": 1.0, "title_to_sid": 0.5})
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert "labels" not in batch
+    assert bool((batch["attention_mask"][:, -1] == 1).all())  # left padded, prompts end at the last column
+    assert bool((batch["target_item_id"] >= 0).all())
+    examples = dm.datasets["train"].examples
+    assert len(examples) == len(dm.data.splits["train"]) + round(0.5 * len(dm.catalog))
+    with pytest.raises(ValueError, match=r"\['sid_to_title'\] answer with a title"):
+        RecDataModule(train_format="prompts", train_tasks={"sid_to_title": 1.0})
