@@ -1,0 +1,402 @@
+"""``GRPOModule``: refine an SFT model with group rewards and a KL penalty to the SFT reference.
+
+What runs by default (the original's recipe, minionerec-reference.md section 4, with its defects fixed):
+for each prompt, the group is the G = 16 items of one constrained beam search; the reward is
+``ranking`` (1 for the target, a rank-aware penalty for the other beams when the target is among
+them); advantages are ``(r - mean) / (std + 1e-4)`` per group (unbiased std); the loss is the
+``grpo`` aggregation (per-completion token mean, then batch mean) of ``-A + beta * k3 KL`` with
+beta = 1e-3; one optimizer update per rollout (so the policy ratio is 1: REINFORCE with a group
+baseline, as the original).
+
+Differences from the original code: each example carries its own target (no global prompt->target
+dicts); the same prompt as SFT and evaluation; generation is our exact constrained beam search
+(never unconstrained); the reference is the SFT model without a second copy of the base under LoRA
+(see :mod:`rec_lightning.modules.reference`); ``gspo`` is real sequence-level clipping; with
+``num_iterations > 1`` rollouts are reused with a clipped ratio to the rollout policy;
+``add_ground_truth`` and dynamic sampling work per group, so repeated targets in a batch are fine;
+``ranking`` rewards are refused for sampled groups (their order carries no rank). Differences from
+the GRPO paper: beam groups are not samples, so the estimator is biased towards the beam list; that
+is what MiniOneRec found to work for ranking metrics, and sampled groups are one option away.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+
+from rec_lightning.decoding import constrained_beam_search, constrained_sample
+from rec_lightning.logprobs import completion_logprobs
+from rec_lightning.losses import LossType, RewardScaling, group_advantages, policy_loss
+from rec_lightning.modules.export import load_for_inference, save_final_checkpoint
+from rec_lightning.modules.lora import LoraOptions, is_adapter_model, merge_adapter
+from rec_lightning.modules.optim import OptimizerOptions, build_optimizer
+from rec_lightning.modules.reference import PolicyMode, build_policy, reference_model, sync_reference
+from rec_lightning.modules.sft import response_loss_sum
+from rec_lightning.rewards import RANK_AWARE, REWARDS, SemanticReward, combine_rewards
+from rec_lightning.trie import SIDTrie
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GroupOptions:
+    """How each prompt's group of G completions is made.
+
+    Attributes:
+        size: G, completions per prompt.
+        mode: ``beam`` (the G beams of one constrained beam search, distinct items in rank order) or
+            ``sample`` (G independent constrained samples at ``temperature``).
+        temperature: sampling temperature (``sample`` mode; applied once, no hidden top-k).
+        dynamic_sampling: ``off``; ``drop`` (leave groups whose rewards are all equal out of the loss);
+            ``resample`` (``sample`` mode: draw such groups again, up to ``max_resample_rounds``).
+        max_resample_rounds: extra draws for ``resample``.
+        add_ground_truth: where the target is not in a group, it replaces the group's last member.
+    """
+
+    size: int = 16
+    mode: Literal["beam", "sample"] = "beam"
+    temperature: float = 1.0
+    dynamic_sampling: Literal["off", "drop", "resample"] = "off"
+    max_resample_rounds: int = 2
+    add_ground_truth: bool = False
+
+
+@dataclass
+class GRPOLossOptions:
+    """The GRPO objective (see :mod:`rec_lightning.losses`).
+
+    Attributes:
+        beta: KL coefficient; 0 skips the reference forward entirely.
+        loss_type: ``grpo`` (sequence mean), ``dapo`` (token mean), ``dr_grpo`` or ``gspo``.
+        reward_scaling: advantage normalisation by ``group`` std, ``batch`` std, or ``none``.
+        advantage_eps: added to the std.
+        epsilon: lower clip range of the ratio to the rollout policy.
+        epsilon_high: upper clip range (default: ``epsilon``).
+        num_iterations: optimizer updates per rollout (1 = on-policy, as the original).
+    """
+
+    beta: float = 1e-3
+    loss_type: LossType = "grpo"
+    reward_scaling: RewardScaling = "group"
+    advantage_eps: float = 1e-4
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    num_iterations: int = 1
+
+
+@dataclass
+class Rollout:
+    """One micro-batch of prompts with their groups, rewards and (optionally) reference log-probs."""
+
+    prompt_ids: torch.Tensor  # [B, P]
+    prompt_mask: torch.Tensor  # [B, P]
+    completions: torch.Tensor  # [B x G, C]
+    completion_mask: torch.Tensor  # [B x G, C]
+    advantages: torch.Tensor  # [B x G]
+    ref_logp: torch.Tensor | None  # [B x G, C]
+    old_logp: torch.Tensor | None = None  # [B x G, C], filled on the first pass when num_iterations > 1
+
+
+def _as(cls, value):
+    if value is None:
+        return cls()
+    return cls(**value) if isinstance(value, dict) else dataclasses.replace(value)
+
+
+class GRPOModule(pl.LightningModule):
+    """GRPO on top of an SFT ``final_checkpoint`` (LoRA adapter or full model).
+
+    Args:
+        sft_checkpoint: the SFT ``final_checkpoint/`` folder; ``data.tokenizer`` must point to it too.
+        finetune: ``lora`` (fresh adapter on the merged SFT model; reference = adapter off) or ``full``.
+        lora: LoRA settings for ``lora`` mode.
+        group: how groups are generated.
+        rewards: reward name -> weight; names: rule, ranking, ranking_only, prefix, semantic.
+        semantic_embeddings: ``.npy`` item embeddings (row = item id) for the ``semantic`` reward.
+        loss: the objective.
+        optimizer: AdamW + schedule (the original: lr 1e-5, 3% warmup, cosine to 0).
+        accumulate_grad_batches: micro-batches per optimizer step (this module optimises manually,
+            so set it here, not on the Trainer). Prompts per step = data.batch_size x this x devices.
+        max_grad_norm: gradient clipping (the original: 0.3).
+        ref_sync_steps: every this many optimizer steps, ``ref <- (1 - alpha) ref + alpha policy``; 0 = never.
+        ref_sync_alpha: that alpha.
+        share_prompt: compute each prompt once per group in the update (same result, much faster).
+        seed: seed of the sampling generator.
+    """
+
+    def __init__(
+        self,
+        sft_checkpoint: str,
+        finetune: PolicyMode = "lora",
+        lora: LoraOptions = LoraOptions(),
+        group: GroupOptions = GroupOptions(),
+        rewards: dict[str, float] | None = None,
+        semantic_embeddings: str | None = None,
+        loss: GRPOLossOptions = GRPOLossOptions(),
+        optimizer: OptimizerOptions = OptimizerOptions(lr=1e-5, warmup_steps=0, warmup_ratio=0.03, min_lr_ratio=0.0),
+        accumulate_grad_batches: int = 1,
+        max_grad_norm: float = 0.3,
+        ref_sync_steps: int = 0,
+        ref_sync_alpha: float = 0.6,
+        share_prompt: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.sft_checkpoint = sft_checkpoint
+        self.finetune = finetune
+        self.lora_options = _as(LoraOptions, lora)
+        self.group = _as(GroupOptions, group)
+        self.reward_weights = dict(rewards or {"ranking": 1.0})
+        self.semantic_embeddings = semantic_embeddings
+        self.loss_options = _as(GRPOLossOptions, loss)
+        self.optimizer_options = _as(OptimizerOptions, optimizer)
+        self.accumulate = accumulate_grad_batches
+        self.max_grad_norm = max_grad_norm
+        self.ref_sync_steps = ref_sync_steps
+        self.ref_sync_alpha = ref_sync_alpha
+        self.share_prompt = share_prompt
+        self.seed = seed
+        self._check_options()
+        self.save_hyperparameters({
+            "sft_checkpoint": sft_checkpoint, "finetune": finetune, "lora": dataclasses.asdict(self.lora_options),
+            "group": dataclasses.asdict(self.group), "rewards": self.reward_weights,
+            "semantic_embeddings": semantic_embeddings, "loss": dataclasses.asdict(self.loss_options),
+            "optimizer": dataclasses.asdict(self.optimizer_options), "accumulate_grad_batches": accumulate_grad_batches,
+            "max_grad_norm": max_grad_norm, "ref_sync_steps": ref_sync_steps, "ref_sync_alpha": ref_sync_alpha,
+            "share_prompt": share_prompt, "seed": seed,
+        })
+        self.automatic_optimization = False
+        self.strict_loading = False
+        self.model = None
+        self.reference_copy = None
+        self.tokenizer = None
+        self.trie: SIDTrie | None = None
+        self.test_step_fn = None
+        self._buffer: list[Rollout] = []
+        self._generator: torch.Generator | None = None
+        self._sft_metadata: dict[str, Any] = {}
+
+    def _check_options(self) -> None:
+        unknown = sorted(set(self.reward_weights) - set(REWARDS) - {"semantic"})
+        if unknown:
+            raise ValueError(f"unknown reward(s) {unknown}; known: {sorted(REWARDS) + ['semantic']}")
+        if "semantic" in self.reward_weights and not self.semantic_embeddings:
+            raise ValueError("the semantic reward needs semantic_embeddings: a .npy file with one row per item id")
+        if self.group.mode == "sample" and RANK_AWARE & set(self.reward_weights):
+            raise ValueError(f"rewards {sorted(RANK_AWARE & set(self.reward_weights))} use the beam rank, which sampled "
+                             "groups do not have: use group.mode=beam, or rewards rule/prefix/semantic")
+        if self.group.dynamic_sampling == "resample" and self.group.mode != "sample":
+            raise ValueError("dynamic_sampling=resample needs group.mode=sample (beam search is deterministic); "
+                             "use dynamic_sampling=drop with beam groups")
+        if self.group.size < 2:
+            raise ValueError(f"group.size must be at least 2 to compare completions, got {self.group.size}")
+        if self.loss_options.num_iterations < 1 or self.accumulate < 1:
+            raise ValueError("loss.num_iterations and accumulate_grad_batches must be >= 1")
+
+    # ------------------------------------------------------------------ model construction
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None:
+            raise RuntimeError("GRPOModule needs a RecDataModule (train_format='prompts') passed to Trainer.fit, or "
+                               "call module.build(sft_model, tokenizer, catalog) first")
+        model, tokenizer, metadata = load_for_inference(self.sft_checkpoint, catalog=datamodule.catalog)
+        sid_tokens = datamodule.catalog.sid_tokens
+        if datamodule.tokenizer.convert_tokens_to_ids(sid_tokens) != tokenizer.convert_tokens_to_ids(sid_tokens) or \
+                datamodule.tokenizer.eos_token_id != tokenizer.eos_token_id:
+            raise ValueError(f"the data module's tokenizer differs from the SFT checkpoint's: set data.tokenizer to "
+                             f"{self.sft_checkpoint}")
+        self.build(model, tokenizer, datamodule.catalog, metadata)
+
+    def build(self, sft_model, tokenizer, catalog, metadata: dict[str, Any] | None = None) -> None:
+        """Set up the policy, the reference and the trie from a loaded SFT model (also for notebooks)."""
+        sid_token_ids = tokenizer.convert_tokens_to_ids(catalog.sid_tokens)
+        self.model, self.reference_copy = build_policy(sft_model, self.finetune, self.lora_options, sid_token_ids,
+                                                       need_reference=self.loss_options.beta > 0)
+        self.model.train()  # loaded for inference in eval mode; LoRA dropout belongs to training
+        self.tokenizer = tokenizer
+        self.catalog = catalog
+        self._sft_metadata = dict(metadata or {})
+        self.trie = SIDTrie.from_catalog(catalog, tokenizer.get_vocab(), tokenizer.eos_token_id)
+        index = self.trie.key_index()
+        item_to_key = torch.full((max(catalog.item_ids) + 1,), -1, dtype=torch.long)
+        for item in catalog:
+            item_to_key[item.item_id] = index[item.sid]
+        self.register_buffer("item_to_key", item_to_key, persistent=False)
+        if "semantic" in self.reward_weights:
+            self._semantic = SemanticReward(self.semantic_embeddings, catalog)
+
+    def _reward_functions(self) -> dict:
+        return {name: (self._semantic if name == "semantic" else REWARDS[name]) for name in self.reward_weights}
+
+    # ------------------------------------------------------------------ rollout
+    def _device_trie(self, device: torch.device) -> SIDTrie:
+        if self.trie.device != device:
+            self.trie = self.trie.to(device)  # moved once, then reused every step
+        return self.trie
+
+    def _generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, G]`` trie item indices of each prompt's group."""
+        trie = self._device_trie(prompt_ids.device)
+        if self.group.mode == "beam":
+            return constrained_beam_search(self.model, prompt_ids, prompt_mask, trie, self.group.size).items
+        if self._generator is None or self._generator.device != prompt_ids.device:
+            self._generator = torch.Generator(device=prompt_ids.device).manual_seed(self.seed + self.global_rank)
+        return constrained_sample(self.model, prompt_ids, prompt_mask, trie, self.group.size, self.group.temperature,
+                                  self._generator).items
+
+    @torch.no_grad()
+    def rollout(self, batch: dict) -> tuple[Rollout, dict[str, float]]:
+        """Generate the groups, score them, and compute advantages (and reference log-probs)."""
+        prompt_ids, prompt_mask = batch["input_ids"], batch["attention_mask"]
+        group_size = self.group.size
+        if group_size > self.trie.num_items:
+            raise ValueError(f"group.size={group_size} exceeds the {self.trie.num_items} distinct SIDs of the catalog")
+        targets = self.item_to_key[batch["target_item_id"]]  # [B] trie index of each prompt's own target
+        if bool((targets < 0).any()):
+            raise ValueError("some prompts have no target item; GRPO needs tasks whose answer is a SID")
+        was_training = self.model.training
+        self.model.eval()
+        items = self._generate(prompt_ids, prompt_mask)  # [B, G]
+        rewards_fns = self._reward_functions()
+
+        def score(items: torch.Tensor):
+            completions = [self.trie.keys[i] if i >= 0 else "" for i in items.flatten().tolist()]
+            wanted = [self.trie.keys[t] for t in targets.repeat_interleave(group_size).tolist()]
+            return combine_rewards(rewards_fns, self.reward_weights, completions, wanted, group_size)
+
+        if self.group.dynamic_sampling == "resample":
+            for _ in range(self.group.max_resample_rounds):
+                _, flat = group_advantages(torch.tensor(score(items).total), group_size)
+                if not bool(flat.any()):
+                    break
+                redo = flat.to(items.device)
+                items[redo] = self._generate(prompt_ids[redo], prompt_mask[redo])
+        if self.group.add_ground_truth:
+            missing = ~(items == targets[:, None]).any(dim=1)  # [B]
+            items[missing, -1] = targets[missing]
+        self.model.train(was_training)
+        if bool((items < 0).any()):
+            raise RuntimeError("constrained decoding returned fewer items than the group size")
+        result = score(items)
+        total = torch.tensor(result.total, dtype=torch.float32, device=prompt_ids.device)  # [B x G]
+        advantages, zero_variance = group_advantages(total, group_size, self.loss_options.reward_scaling,
+                                                     self.loss_options.advantage_eps)
+        hits = items == targets[:, None]  # [B, G]
+        metrics = {
+            "reward": total.mean().item(),
+            "reward_std": total.view(-1, group_size).std(dim=1).mean().item(),
+            "zero_variance_fraction": zero_variance.float().mean().item(),
+            "target_hit_rate": hits.any(dim=1).float().mean().item(),
+            "valid_fraction": (items >= 0).float().mean().item(),
+            **{f"rewards/{name}": sum(values) / len(values) for name, values in result.per_function.items()},
+        }
+        if bool(hits.any()):
+            metrics["target_rank"] = (hits.float().argmax(dim=1)[hits.any(dim=1)] + 1).float().mean().item()
+        if self.group.dynamic_sampling == "drop" and bool(zero_variance.any()) and not bool(zero_variance.all()):
+            keep = ~zero_variance
+            prompt_ids, prompt_mask, items = prompt_ids[keep], prompt_mask[keep], items[keep]
+            advantages = advantages.view(-1, group_size)[keep].flatten()
+        completions = self._device_trie(items.device).responses(items, self.tokenizer.pad_token_id).flatten(0, 1)  # [BG, C]
+        is_eos = completions == self.trie.eos_token_id
+        completion_mask = (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0  # up to and including the first EOS
+        ref_logp = None
+        if self.loss_options.beta > 0:
+            with reference_model(self.model, self.reference_copy) as reference:
+                ref_logp = completion_logprobs(reference, prompt_ids, prompt_mask, completions, group_size,
+                                               self.share_prompt)
+        return Rollout(prompt_ids, prompt_mask, completions, completion_mask, advantages, ref_logp), metrics
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        start = time.perf_counter()
+        rollout, metrics = self.rollout(batch)
+        metrics["generation_s"] = time.perf_counter() - start
+        self._buffer.append(rollout)
+        if len(self._buffer) == self.accumulate:
+            metrics.update(self._update())
+        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, on_step=True, on_epoch=False,
+                      batch_size=batch["input_ids"].shape[0], sync_dist=False)
+
+    def _update(self) -> dict[str, float]:
+        """``num_iterations`` optimizer steps over the buffered rollouts."""
+        start = time.perf_counter()
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        iterations = self.loss_options.num_iterations
+        stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
+        tokens = 0
+        for iteration in range(iterations):
+            for rollout in self._buffer:
+                out = self._loss(rollout, first_pass=iteration == 0)
+                self.manual_backward(out.loss / len(self._buffer))
+                stats["loss"] += out.loss.item() / (len(self._buffer) * iterations)
+                stats["kl"] += out.kl.item() / (len(self._buffer) * iterations)
+                stats["clip_fraction"] += out.clip_fraction.item() / (len(self._buffer) * iterations)
+                tokens += rollout.prompt_mask.sum().item() + rollout.completion_mask.sum().item()
+            if self.max_grad_norm > 0:
+                self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            if self.ref_sync_steps and self.global_step % self.ref_sync_steps == 0:
+                sync_reference(self.model, self.reference_copy, self.ref_sync_alpha)
+        self._buffer.clear()
+        elapsed = time.perf_counter() - start
+        return {**stats, "update_s": elapsed, "tokens_per_s": tokens / max(elapsed, 1e-9),
+                "lr": optimizer.param_groups[0]["lr"]}
+
+    def _loss(self, rollout: Rollout, first_pass: bool):
+        logp = completion_logprobs(self.model, rollout.prompt_ids, rollout.prompt_mask, rollout.completions,
+                                   self.group.size, self.share_prompt)  # [B x G, C]
+        if first_pass and self.loss_options.num_iterations > 1:
+            rollout.old_logp = logp.detach()
+        options = self.loss_options
+        return policy_loss(logp, rollout.advantages, rollout.completion_mask, old_logp=rollout.old_logp,
+                           ref_logp=rollout.ref_logp, beta=options.beta, epsilon=options.epsilon,
+                           epsilon_high=options.epsilon_high, loss_type=options.loss_type,
+                           max_completion_length=rollout.completions.shape[1])
+
+    def configure_optimizers(self) -> dict:
+        batches = self.trainer.estimated_stepping_batches  # micro-batches (manual optimization)
+        steps = max(1, int(batches) // self.accumulate) * self.loss_options.num_iterations
+        return build_optimizer(self.model.named_parameters(), self.optimizer_options, steps)
+
+    # ------------------------------------------------------------------ validation and test
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss_sum, count = response_loss_sum(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        self.log("val/loss", loss_sum / count.clamp(min=1), batch_size=int(count), sync_dist=True, prog_bar=True)
+
+    def test_step(self, batch: dict, batch_idx: int) -> Any:
+        if self.test_step_fn is None:
+            raise RuntimeError("GRPOModule has no test step of its own: add the ranking evaluation callback or use "
+                               "`python -m rec_lightning evaluate` on the final checkpoint")
+        return self.test_step_fn(self, batch, batch_idx)
+
+    # ------------------------------------------------------------------ checkpoints and export
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if not self.ref_sync_steps:  # the reference is rebuilt from the SFT checkpoint; keep only what trains
+            keep = {name for name, p in self.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def load_trainable_state(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict(state_dict, strict=False)
+
+    def merged_policy(self) -> torch.nn.Module:
+        """A plain model with the policy's adapter folded in (a copy; training can go on)."""
+        import copy
+
+        return merge_adapter(copy.deepcopy(self.model)) if is_adapter_model(self.model) else self.model
+
+    def save_final_checkpoint(self, directory: str | Path) -> Path:
+        """Write the policy as a full model (the merged SFT + RL weights), tokenizer and metadata."""
+        metadata = {**self._sft_metadata, "stage": "grpo", "sft_checkpoint": str(self.sft_checkpoint),
+                    "grpo": {k: v for k, v in self.hparams.items() if k != "sft_checkpoint"}}
+        return save_final_checkpoint(self.merged_policy(), self.tokenizer, directory, metadata)

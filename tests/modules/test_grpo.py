@@ -1,0 +1,148 @@
+"""GRPOModule on the demo data with tiny models: reference = SFT exactly, every trainable weight moves,
+beta = 0 skips the reference, group options behave as documented."""
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from rec_lightning.data.datamodule import RecDataModule
+from rec_lightning.logprobs import completion_logprobs
+from rec_lightning.modules.export import load_for_inference
+from rec_lightning.modules.grpo import GroupOptions, GRPOLossOptions, GRPOModule
+from rec_lightning.modules.sft import SFTModule
+
+TINY = {"model_type": "qwen2", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+        "tie_word_embeddings": True}
+
+
+@pytest.fixture(scope="module")
+def sft_dirs(demo_dir, tmp_path_factory):
+    """Untrained SFT final checkpoints in lora and full mode, plus the data module's cache folder."""
+    cache = tmp_path_factory.mktemp("cache")
+    dm = RecDataModule(data_dir=str(demo_dir), category="Demo_Shop", cache_dir=str(cache))
+    out = {}
+    for mode in ("lora", "full"):
+        torch.manual_seed(0)
+        module = SFTModule(backbone={"config": TINY}, finetune=mode, lora={"r": 4, "alpha": 8, "dropout": 0.0})
+        module.build(dm.tokenizer, dm.catalog.sid_tokens, dm.catalog.checksum())
+        if mode == "lora":  # give the SFT adapter non-trivial weights, so "adapter off" != SFT would show
+            with torch.no_grad():
+                for name, parameter in module.model.named_parameters():
+                    if parameter.requires_grad:
+                        parameter.add_(0.05 * torch.randn_like(parameter))
+        out[mode] = module.save_final_checkpoint(tmp_path_factory.mktemp(mode) / "final_checkpoint")
+    return out, cache
+
+
+def rl_datamodule(demo_dir, cache, checkpoint, batch_size=4):
+    dm = RecDataModule(data_dir=str(demo_dir), category="Demo_Shop", cache_dir=str(cache), tokenizer=str(checkpoint),
+                       train_format="prompts", batch_size=batch_size, eval_batch_size=8, max_length=256)
+    dm.setup("fit")
+    return dm
+
+
+def built_module(dm, checkpoint, **kwargs):
+    module = GRPOModule(sft_checkpoint=str(checkpoint), **kwargs)
+    model, tokenizer, metadata = load_for_inference(checkpoint, catalog=dm.catalog)
+    module.build(model, tokenizer, dm.catalog, metadata)
+    return module
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_reference_logprobs_equal_the_sft_model(sft_dirs, demo_dir, mode):
+    dirs, cache = sft_dirs
+    dm = rl_datamodule(demo_dir, cache, dirs[mode])
+    module = built_module(dm, dirs[mode], finetune=mode, group={"size": 4}, loss={"beta": 0.1})
+    batch = next(iter(dm.train_dataloader()))
+    rollout, _ = module.rollout(batch)
+    sft_model, _, _ = load_for_inference(dirs[mode])
+    expected = completion_logprobs(sft_model, rollout.prompt_ids, rollout.prompt_mask, rollout.completions, 4)
+    assert torch.allclose(rollout.ref_logp, expected, atol=1e-5)
+    if mode == "lora":
+        # no second copy of the base: the reference is the policy with its fresh adapter switched off
+        assert module.reference_copy is None
+        # ... and the fresh adapter starts as a no-op, so the policy starts equal to the SFT model too
+        with torch.no_grad():
+            policy = completion_logprobs(module.model, rollout.prompt_ids, rollout.prompt_mask, rollout.completions, 4)
+        assert torch.allclose(policy, expected, atol=1e-5)
+
+
+def fit_steps(module, dm, steps, tmp_path):
+    trainer = pl.Trainer(accelerator="cpu", max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer.fit(module, datamodule=dm)
+    return trainer
+
+
+@pytest.mark.parametrize("mode, steps", [("full", 1), ("lora", 2)])
+def test_training_changes_every_trainable_parameter(sft_dirs, demo_dir, tmp_path, mode, steps):
+    # LoRA's B starts at zero, so A's gradient is exactly zero on the first step: LoRA needs two steps.
+    dirs, cache = sft_dirs
+    dm = rl_datamodule(demo_dir, cache, dirs[mode])
+    module = built_module(dm, dirs[mode], finetune=mode, group={"size": 4, "add_ground_truth": True},
+                          rewards={"ranking": 1.0, "prefix": 0.5}, optimizer={"lr": 1e-2, "warmup_steps": 0},
+                          max_grad_norm=0.0, loss={"beta": 0.01})
+    before = {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
+    fit_steps(module, dm, steps, tmp_path)
+    unchanged = [n for n, p in module.model.named_parameters() if p.requires_grad and torch.equal(before[n], p.detach())]
+    assert before and not unchanged
+
+
+def test_beta_zero_never_runs_the_reference(sft_dirs, demo_dir, monkeypatch):
+    dirs, cache = sft_dirs
+    dm = rl_datamodule(demo_dir, cache, dirs["lora"])
+    module = built_module(dm, dirs["lora"], group={"size": 4}, loss={"beta": 0.0})
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the reference model ran with beta = 0")
+
+    monkeypatch.setattr("rec_lightning.modules.grpo.reference_model", forbidden)
+    rollout, metrics = module.rollout(next(iter(dm.train_dataloader())))
+    assert rollout.ref_logp is None
+    assert metrics["valid_fraction"] == 1.0
+
+
+def test_groups_are_distinct_valid_items_and_ground_truth_is_added(sft_dirs, demo_dir):
+    dirs, cache = sft_dirs
+    dm = rl_datamodule(demo_dir, cache, dirs["full"], batch_size=6)
+    module = built_module(dm, dirs["full"], finetune="full", group={"size": 5, "add_ground_truth": True},
+                          rewards={"rule": 1.0}, loss={"beta": 0.0})
+    batch = next(iter(dm.train_dataloader()))
+    rollout, metrics = module.rollout(batch)
+    assert metrics["target_hit_rate"] == 1.0  # the target is in every group once it is added
+    responses = rollout.completions.view(6, 5, -1)
+    for row in range(6):
+        assert len({tuple(r.tolist()) for r in responses[row]}) == 5  # beams are distinct items
+    eos = dm.tokenizer.eos_token_id
+    assert bool((rollout.completions[:, 3] == eos).all())  # 3 SID tokens then EOS
+    assert rollout.completion_mask.sum(1).tolist() == [4] * 30
+    # rule reward with the target in each group: advantages are +a for the target, -a/4 elsewhere
+    adv = rollout.advantages.view(6, 5)
+    assert torch.allclose(adv.sum(1), torch.zeros(6), atol=1e-5)
+
+
+def test_option_errors():
+    with pytest.raises(ValueError, match="use the beam rank"):
+        GRPOModule("x", group=GroupOptions(mode="sample"), rewards={"ranking": 1.0})
+    with pytest.raises(ValueError, match="needs group.mode=sample"):
+        GRPOModule("x", group=GroupOptions(dynamic_sampling="resample"))
+    with pytest.raises(ValueError, match="unknown reward"):
+        GRPOModule("x", rewards={"nope": 1.0})
+    with pytest.raises(ValueError, match="needs semantic_embeddings"):
+        GRPOModule("x", rewards={"semantic": 1.0})
+
+
+def test_sampled_groups_with_resampling_and_drop(sft_dirs, demo_dir):
+    dirs, cache = sft_dirs
+    dm = rl_datamodule(demo_dir, cache, dirs["full"])
+    module = built_module(dm, dirs["full"], finetune="full", loss=GRPOLossOptions(beta=0.0),
+                          group={"size": 4, "mode": "sample", "temperature": 1.5, "dynamic_sampling": "resample"},
+                          rewards={"prefix": 1.0})
+    rollout, metrics = module.rollout(next(iter(dm.train_dataloader())))
+    assert rollout.completions.shape[0] == 16 and metrics["valid_fraction"] == 1.0
+    module.group.dynamic_sampling = "drop"
+    module.reward_weights = {"rule": 1.0}  # an untrained model rarely hits: most groups carry no signal
+    rollout, metrics = module.rollout(next(iter(dm.train_dataloader())))
+    kept = rollout.prompt_ids.shape[0]
+    assert rollout.completions.shape[0] == kept * 4
