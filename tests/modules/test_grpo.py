@@ -63,6 +63,7 @@ def test_reference_logprobs_equal_the_sft_model(sft_dirs, demo_dir, mode):
         # no second copy of the base: the reference is the policy with its fresh adapter switched off
         assert module.reference_copy is None
         # ... and the fresh adapter starts as a no-op, so the policy starts equal to the SFT model too
+        module.model.eval()  # no LoRA dropout for the comparison
         with torch.no_grad():
             policy = completion_logprobs(module.model, rollout.prompt_ids, rollout.prompt_mask, rollout.completions, 4)
         assert torch.allclose(policy, expected, atol=1e-5)
@@ -146,3 +147,35 @@ def test_sampled_groups_with_resampling_and_drop(sft_dirs, demo_dir):
     rollout, metrics = module.rollout(next(iter(dm.train_dataloader())))
     kept = rollout.prompt_ids.shape[0]
     assert rollout.completions.shape[0] == kept * 4
+
+
+def test_reference_sync_moves_reference_towards_policy_and_keeps_policy(sft_dirs, demo_dir):
+    from rec_lightning.modules.reference import sync_reference
+
+    dirs, cache = sft_dirs
+    dm = rl_datamodule(demo_dir, cache, dirs["lora"])
+    module = built_module(dm, dirs["lora"], group={"size": 4}, loss={"beta": 0.1})
+    policy = module.model
+    with torch.no_grad():  # pretend training happened: non-zero LoRA B and moved SID rows
+        for parameter in policy.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+    layer = next(m for m in policy.modules() if hasattr(m, "lora_B") and hasattr(m, "base_layer"))
+    w_ref = layer.base_layer.weight.detach().clone()
+    w_policy = w_ref + layer.get_delta_weight("default").detach()
+    embed = next(m for m in policy.modules() if type(m).__name__ == "TrainableTokensLayer")
+    ids = embed.token_indices["default"]
+    rows_ref = embed.base_layer.weight[ids].detach().clone()
+    rows_policy = embed.trainable_tokens_delta["default"].detach().clone()
+    batch = next(iter(dm.train_dataloader()))
+    rollout, _ = module.rollout(batch)
+    policy.eval()  # no LoRA dropout for the comparison
+    with torch.no_grad():
+        before = completion_logprobs(policy, rollout.prompt_ids, rollout.prompt_mask, rollout.completions, 4)
+    sync_reference(policy, None, alpha=0.25)
+    assert torch.allclose(layer.base_layer.weight, 0.75 * w_ref + 0.25 * w_policy, atol=1e-6)
+    assert torch.allclose(w_ref + (layer.base_layer.weight - w_ref) + layer.get_delta_weight("default"), w_policy, atol=1e-6)
+    assert torch.allclose(embed.base_layer.weight[ids], 0.75 * rows_ref + 0.25 * rows_policy, atol=1e-6)
+    with torch.no_grad():
+        after = completion_logprobs(policy, rollout.prompt_ids, rollout.prompt_mask, rollout.completions, 4)
+    assert torch.allclose(before, after, atol=1e-5)  # the policy itself is unchanged by a sync
