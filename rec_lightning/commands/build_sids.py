@@ -1,0 +1,357 @@
+"""``build-sids``: item embeddings -> residual quantisation -> collision-free SIDs in the MiniOneRec layout.
+
+Writes ``<output>/index/<Category>.index.json`` (0-based codes ``<a_i><b_j><c_k>``, plus ``<d_r>`` only
+where the extra level resolves a collision), ``<output>/info/<Category>*.txt`` (``SID\\ttitle\\titem_id``
+by item id), ``sid_report.json``, ``sid_first_level_histogram.png`` and the codebooks; with
+``--rewrite_data`` re-keyed copies of the split CSVs. Sources are never modified; every file is
+written to a temporary name and then ``os.replace``-d.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from jsonargparse import CLI
+
+from rec_lightning.collisions import code_tokens, resolve_collisions, sid_statistics
+from rec_lightning.errors import DataValidationError
+
+log = logging.getLogger(__name__)
+METHODS = ("rq-kmeans", "rq-kmeans-balanced", "rq-vae")
+
+
+@dataclass
+class RQVAEOptions:
+    """Settings of the ``rq-vae`` method (ignored by the k-means methods)."""
+
+    epochs: int = 300
+    """Training epochs."""
+    batch_size: int = 4096
+    """Items per step; >= the item count means full batch (as the original)."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    hidden_dims: tuple[int, ...] = (512, 256, 128)
+    """Encoder hidden sizes (the decoder mirrors them)."""
+    latent_dim: int = 32
+    """Code dimension."""
+    commitment_coef: float = 0.25
+    """Weight of the commitment loss."""
+    accelerator: str = "auto"
+    """Lightning accelerator: auto, cpu, gpu."""
+
+
+@dataclass
+class Quantised:
+    codes: torch.Tensor  # [N, L]
+    last_residual: torch.Tensor  # [N, D]
+    codebooks: list[torch.Tensor]  # L x [K, D]
+    relative_error: float  # ||x - x_hat||^2 / ||x||^2 (k-means: embedding space; rq-vae: decoder output)
+    extra: dict
+
+
+def load_embeddings(path: str | Path) -> torch.Tensor:
+    """Read an ``[N, D]`` float ``.npy`` (row = item id) strictly.
+
+    Raises:
+        DataValidationError: missing file, wrong shape or dtype, NaN/Inf rows.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataValidationError(path, ["the embeddings file does not exist"],
+                                  fix="create it with `python -m rec_lightning embed-items`")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise DataValidationError(path, [f"not a readable .npy array: {err}"], fix="write it with numpy.save") from None
+    if array.ndim != 2 or array.shape[0] < 2 or not np.issubdtype(array.dtype, np.floating):
+        raise DataValidationError(path, [f"expected a float array [num_items >= 2, dim], got {array.dtype} {array.shape}"],
+                                  fix="one row per item id, e.g. from `python -m rec_lightning embed-items`")
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if bad.size:
+        raise DataValidationError(path, [f"rows {bad[:5].tolist()} (item ids) hold NaN or Inf ({bad.size} rows)"],
+                                  fix="re-embed those items (float32 encoder)")
+    return torch.from_numpy(array.astype(np.float32))
+
+
+def quantise(x: torch.Tensor, method: str, levels: int, codebook_size: int, seed: int, kmeans_iters: int,
+             sinkhorn_epsilon: float, rqvae: RQVAEOptions, progress: bool, device: str = "cpu") -> Quantised:
+    """Run one quantiser on ``x [N, D]`` and return its codes and what collision repair needs (on CPU)."""
+    from rec_lightning.quantize import fit_residual_kmeans
+
+    if method in ("rq-kmeans", "rq-kmeans-balanced"):
+        fitted = fit_residual_kmeans(x.to(device), levels, codebook_size, seed, balanced=method == "rq-kmeans-balanced",
+                                     max_iters=kmeans_iters, sinkhorn_epsilon=sinkhorn_epsilon)
+        error = float(((x - fitted.reconstruction.cpu()) ** 2).sum() / (x ** 2).sum())
+        return Quantised(fitted.codes.cpu(), fitted.last_residual.cpu(), [c.cpu() for c in fitted.codebooks], error, {})
+    return _train_rqvae(x, levels, codebook_size, seed, rqvae, progress)
+
+
+def _train_rqvae(x: torch.Tensor, levels: int, codebook_size: int, seed: int, options: RQVAEOptions,
+                 progress: bool) -> Quantised:
+    import lightning.pytorch as pl
+
+    from rec_lightning.modules.rqvae import RQVAEModule
+
+    pl.seed_everything(seed, verbose=False)
+    module = RQVAEModule(x.shape[1], options.hidden_dims, options.latent_dim, levels, codebook_size,
+                         options.commitment_coef, lr=options.lr, seed=seed)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=options.batch_size,
+                                         shuffle=True, generator=torch.Generator().manual_seed(seed))
+    trainer = pl.Trainer(max_epochs=options.epochs, accelerator=options.accelerator, devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
+                         gradient_clip_val=1.0, deterministic=True)
+    trainer.fit(module, loader)
+    codes, last_residual = module.encode(x)
+    with torch.no_grad():
+        module.eval()
+        out = module(x.to(module.device))
+    error = float(((x - out["reconstruction"].cpu()) ** 2).sum() / (x ** 2).sum())
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    codebooks = [c.detach().cpu() for c in module.quantizer.codebooks]
+    return Quantised(codes, last_residual, codebooks, error, {"rqvae_final_metrics": metrics, "module": module})
+
+
+def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-kmeans-balanced", "rq-vae"] = "rq-kmeans-balanced",
+               levels: int = 3, codebook_size: int = 256, collision: Literal["reassign", "extra-level"] = "reassign",
+               data_dir: str | None = None, category: str | None = None, rewrite_data: bool = False, seed: int = 0,
+               kmeans_iters: int = 100, sinkhorn_epsilon: float = 0.05, rqvae: RQVAEOptions = RQVAEOptions(),
+               device: str = "cpu", progress: bool = True) -> dict:
+    """Quantise item embeddings into SIDs, resolve collisions with a guarantee, and write the index.
+
+    Args:
+        embeddings: ``.npy`` ``[num_items, dim]``, row = item id (from ``embed-items``).
+        output: output folder (MiniOneRec layout); created if needed, must not be ``data_dir``.
+        method: ``rq-kmeans`` (residual k-means), ``rq-kmeans-balanced`` (each level's clusters hold
+            floor(N/K) or ceil(N/K) items) or ``rq-vae`` (residual-quantised autoencoder).
+        levels: residual levels.
+        codebook_size: codes per level K.
+        collision: ``reassign`` (move colliders to the nearest unused last-level code of their parent;
+            extra level only for parents with more than K items) or ``extra-level`` (MiniOneRec's
+            ``<d_r>`` on every member of a colliding group). Both guarantee unique SIDs.
+        data_dir: source folder (MiniOneRec layout) for titles (info file) and ``--rewrite_data``.
+        category: category name; default: from the embeddings' ``.json`` sidecar.
+        rewrite_data: write re-keyed copies of the source split CSVs into ``output``.
+        seed: seed of every random choice.
+        kmeans_iters: Lloyd iterations per level (k-means methods, and RQ-VAE's initialisation uses 50).
+        sinkhorn_epsilon: entropy weight of the balanced assignment.
+        rqvae: RQ-VAE settings.
+        device: torch device of the k-means methods (``cpu``, ``cuda``); RQ-VAE uses ``rqvae.accelerator``.
+        progress: show progress bars.
+
+    Returns:
+        The report written to ``sid_report.json``.
+    """
+    if method not in METHODS:
+        raise SystemExit(f"--method must be one of {METHODS}, got {method!r}")
+    out = Path(output)
+    if out.suffix == ".json":
+        raise SystemExit(f"--output is a folder (MiniOneRec layout: index/<Category>.index.json, info/...), got {output!r}")
+    if rewrite_data and data_dir is None:
+        raise SystemExit("--rewrite_data needs --data_dir (the folder whose split CSVs are re-keyed)")
+    if data_dir is not None and out.resolve() == Path(data_dir).resolve():
+        raise SystemExit(f"--output {output} is the source --data_dir; choose a new folder (sources are never modified)")
+    try:
+        x = load_embeddings(embeddings)
+        category = category or _category_from_sidecar(embeddings)
+        titles, source_files = _read_source(data_dir, category, x.shape[0])
+    except DataValidationError as err:
+        raise SystemExit(str(err)) from None
+
+    log.info("quantising %d x %d embeddings with %s (%d levels x %d codes, seed %d)", x.shape[0], x.shape[1],
+             method, levels, codebook_size, seed)
+    start = time.perf_counter()
+    q = quantise(x, method, levels, codebook_size, seed, kmeans_iters, sinkhorn_epsilon, rqvae, progress, device)
+    quantise_seconds = time.perf_counter() - start
+    resolution = resolve_collisions(collision, q.codes, q.last_residual, q.codebooks[-1])
+    base = [tuple(r) for r in q.codes.tolist()]
+    index = {str(i): code_tokens(code) for i, code in enumerate(resolution.codes)}
+
+    report = {"method": method, "levels": levels, "codebook_size": codebook_size, "seed": seed, "device": device,
+              "embeddings": str(embeddings), "embedding_dim": int(x.shape[1]), "category": category,
+              "collision": {"method": collision, "guarantee": resolution.guarantee, "num_moved": resolution.num_moved,
+                            "num_extra_level": resolution.num_extra_level},
+              "relative_quantisation_error": q.relative_error, "quantise_seconds": round(quantise_seconds, 2),
+              **sid_statistics(base, resolution.codes, codebook_size)}
+    if method == "rq-vae":
+        report["rqvae"] = {**asdict(rqvae), "final_metrics": q.extra["rqvae_final_metrics"]}
+    _write_outputs(out, category, index, titles, source_files, report, q)
+    if rewrite_data:
+        report["rewritten"] = _rewrite_splits(data_dir, category, out, index, source_files)
+    _write_text(out / "sid_report.json", json.dumps(report, indent=2) + "\n")
+    print(format_report(report))
+    return report
+
+
+def _category_from_sidecar(embeddings: str) -> str:
+    sidecar = Path(embeddings).with_suffix(".json")
+    if sidecar.is_file():
+        category = json.loads(sidecar.read_text()).get("category")
+        if isinstance(category, str) and category:
+            return category
+    raise DataValidationError(embeddings, ["no category given and no .json sidecar from embed-items names one"],
+                              fix="pass --category NAME")
+
+
+def _read_source(data_dir: str | None, category: str, num_items: int) -> tuple[dict[int, str], dict]:
+    """Titles ``{item_id: title}`` and the source file paths (item.json, info, splits) if ``data_dir``."""
+    if data_dir is None:
+        return {}, {}
+    from rec_lightning.layout import SPLITS, find_category_files, find_split_csv
+    from rec_lightning.sid import read_item_json
+
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataValidationError(root, ["the data folder does not exist"], fix="pass an existing --data_dir")
+    item_path = root / "index" / f"{category}.item.json"
+    try:
+        info_path = find_category_files(root, category).info
+    except DataValidationError:  # a new catalog has no index yet, hence no info file either
+        info_path = None
+    files = {"item": item_path if item_path.is_file() else None, "info": info_path, "splits": {}}
+    if files["item"] is not None:
+        titles, _ = read_item_json(item_path, index={})
+    elif info_path is not None:
+        lines = [line.split("\t") for line in info_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        titles = {int(f[2]): f[1].strip() for f in lines if len(f) == 3 and f[2].strip().isdigit()}
+    else:
+        raise DataValidationError(root / "index" / f"{category}.item.json", ["neither item.json nor an info file found"],
+                                  fix="check --data_dir and --category")
+    if sorted(titles) != list(range(num_items)):
+        raise DataValidationError(files["item"] or info_path,
+                                  [f"{len(titles)} items with ids {min(titles)}..{max(titles)}, but the embeddings have "
+                                   f"{num_items} rows (row = item id)"],
+                                  fix="embed this data folder's items (embed-items) or pass the matching --data_dir")
+    for split in SPLITS:
+        try:
+            files["splits"][split] = find_split_csv(root, split, category)
+        except DataValidationError:
+            continue
+    return titles, files
+
+
+def _write_text(path: Path, text: str) -> None:
+    _write_bytes(path, text.encode("utf-8"))
+
+
+def _write_outputs(out: Path, category: str, index: dict, titles: dict, files: dict, report: dict, q: Quantised) -> None:
+    _write_text(out / "index" / f"{category}.index.json", json.dumps(index) + "\n")
+    info_name = files["info"].name if files.get("info") else f"{category}.txt"
+    info = "".join(f"{''.join(tokens)}\t{titles.get(int(i), '')}\t{i}\n" for i, tokens in index.items())
+    _write_text(out / "info" / info_name, info)
+    if files.get("item"):
+        _write_text(out / "index" / f"{category}.item.json", files["item"].read_text(encoding="utf-8"))
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"codebook_{level}": c.numpy() for level, c in enumerate(q.codebooks)})
+    _write_bytes(out / "sid_codebooks.npz", buffer.getvalue())
+    if "module" in q.extra:
+        from safetensors.torch import save
+
+        state = {k: v.detach().cpu().contiguous() for k, v in q.extra.pop("module").state_dict().items()}
+        _write_bytes(out / "rqvae.safetensors", save(state))
+    _write_bytes(out / "sid_first_level_histogram.png", _histogram_png(report))
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _histogram_png(report: dict) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = report["items_per_first_level_code"]
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    ax.bar(range(len(counts)), counts, width=1.0)
+    ax.set_xlabel("first-level code (a)")
+    ax.set_ylabel("items")
+    ax.set_title(f"{report['category']}: {report['method']}, items per first-level code "
+                 f"({report['level_stats'][0]['used_codes']}/{report['codebook_size']} codes used)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _rewrite_splits(data_dir: str | None, category: str, out: Path, index: dict, files: dict) -> dict:
+    """Copy each split CSV with ``history_item_sid``/``item_sid`` recomputed from the item ids."""
+    if not files.get("splits"):
+        raise SystemExit(f"--rewrite_data: no split CSVs ({category}*.csv in train/, valid/, test/) under {data_dir}")
+    sid_of = {int(i): "".join(tokens) for i, tokens in index.items()}
+    written = {}
+    for split, path in files["splits"].items():
+        text = path.read_text(encoding="utf-8")
+        newline = "\r\n" if "\r\n" in text[: text.find("\n") + 1] else "\n"
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        header = rows[0]
+        try:
+            col = {name: header.index(name) for name in ("history_item_id", "item_id", "history_item_sid", "item_sid")}
+        except ValueError as err:
+            raise SystemExit(str(DataValidationError(path, [f"line 1 (header): {err}"], fix="use the MiniOneRec columns")))
+        problems = []
+        for line, row in enumerate(rows[1:], start=2):
+            try:
+                history = [sid_of[int(i)] for i in ast.literal_eval(row[col["history_item_id"]])]
+                row[col["item_sid"]] = sid_of[int(row[col["item_id"]])]
+            except (ValueError, SyntaxError, KeyError, IndexError, TypeError) as err:
+                problems.append(f"line {line}, columns history_item_id/item_id: cannot map to a new SID ({err!r})")
+                continue
+            row[col["history_item_sid"]] = repr(history)
+        if problems:
+            raise SystemExit(str(DataValidationError(path, problems, fix="the CSV's item ids must be in the embeddings")))
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator=newline).writerows(rows)
+        target = out / split / path.name
+        _write_text(target, buffer.getvalue())
+        written[split] = str(target)
+    return written
+
+
+def format_report(report: dict) -> str:
+    """The printed summary: settings, collisions, then one line per level."""
+    c = report["collision"]
+    lines = [
+        f"{report['category']}: {report['method']}, {report['levels']} levels x {report['codebook_size']} codes, "
+        f"{report['num_items']} items, seed {report['seed']}, {report['quantise_seconds']:.1f} s",
+        f"collisions: {100 * report['collision_rate_before']:.2f}% before ({report['num_colliding_groups_before']} groups, "
+        f"{report['num_colliding_items_before']} items, largest {report['max_group_size_before']}) -> "
+        f"{100 * report['collision_rate_after']:.2f}% after '{c['method']}' ({c['num_moved']} moved, "
+        f"{c['num_extra_level']} given an extra level)",
+        f"guarantee: {c['guarantee']}",
+        f"relative quantisation error {report['relative_quantisation_error']:.4f}; items per used first-level code "
+        f"min/mean/max {report['items_per_used_first_level_code']['min']}/"
+        f"{report['items_per_used_first_level_code']['mean']:.1f}/{report['items_per_used_first_level_code']['max']}",
+        f"{'level':<6}{'items':>7}{'used/K':>10}{'util':>7}{'entropy':>9}{'norm':>7}{'max/code':>9}",
+    ]
+    for s in report["level_stats"]:
+        lines.append(f"{s['level']:<6}{s['num_items']:>7}{s['used_codes']:>5}/{s['codebook_size']:<4}"
+                     f"{s['utilisation']:>7.3f}{s['entropy_bits']:>9.3f}{s['normalized_entropy']:>7.3f}"
+                     f"{s['max_items_per_code']:>9}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    CLI(build_sids, args=argv, as_positional=False)

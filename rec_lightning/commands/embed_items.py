@@ -1,0 +1,95 @@
+"""``embed-items``: item title + description -> one float32 vector per item (``.npy``, row = item id).
+
+Example: ``python -m rec_lightning embed-items --data_dir ../shared/data/Amazon
+--category Industrial_and_Scientific --output outputs/industrial.minilm.npy``
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from jsonargparse import CLI
+
+
+def write_npy_atomic(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def embed_items(data_dir: str, category: str, output: str, encoder: str = "minilm", batch_size: int = 64,
+                device: str = "auto", normalize: bool = True, max_length: int | None = None,
+                dtype: Literal["float32", "bfloat16", "float16"] = "float32", progress: bool = True) -> Path:
+    """Embed every item of a category with an HF encoder and save ``[N, D]`` float32 as ``.npy``.
+
+    Text = cleaned title + " " + cleaned description; items with neither get "unknown item" (counted).
+    Texts longer than the encoder's limit are truncated (counted), never dropped. Beside the ``.npy``
+    a ``.json`` file records the encoder and these counts.
+
+    Args:
+        data_dir: folder in the MiniOneRec layout holding ``index/<category>.item.json``.
+        category: category name, e.g. Industrial_and_Scientific.
+        output: the ``.npy`` file to write.
+        encoder: ``minilm`` (packaged all-MiniLM-L6-v2, offline; needs ``rec_lightning[encoders]``),
+            a local model folder, or a hub id.
+        batch_size: texts per forward pass.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``, ...
+        normalize: L2-normalise each vector.
+        max_length: token limit (default: the encoder's own, 256 for MiniLM).
+        dtype: encoder weights' dtype: float32, bfloat16 or float16 (output is always float32).
+        progress: show a progress bar.
+
+    Returns:
+        The path written.
+    """
+    from rec_lightning.embeddings import encode_texts, read_item_texts
+    from rec_lightning.errors import DataValidationError
+
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise SystemExit(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    output_path = Path(output)
+    if output_path.suffix != ".npy":
+        raise SystemExit(f"--output must end in .npy, got {output!r}")
+    try:
+        items = read_item_texts(data_dir, category)
+    except DataValidationError as err:
+        raise SystemExit(str(err)) from None
+    start = time.perf_counter()
+    try:
+        result = encode_texts(items.texts, encoder, batch_size, device, normalize, max_length, dtype, progress)
+    except ImportError as err:
+        raise SystemExit(str(err)) from None
+    seconds = time.perf_counter() - start
+    write_npy_atomic(output_path, result.embeddings)
+    meta = {"data_dir": str(data_dir), "category": category, "encoder": encoder, "normalize": normalize,
+            "max_length": result.max_length, "dtype": dtype, "num_items": len(items.texts),
+            "dim": int(result.embeddings.shape[1]), "num_placeholder_texts": items.num_placeholders,
+            "num_truncated_texts": result.num_truncated, "seconds": round(seconds, 2)}
+    meta_path = output_path.with_suffix(".json")
+    tmp = meta_path.with_name(f".{meta_path.name}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, meta_path)
+    print(f"embedded {len(items.texts)} items -> {output_path} [{len(items.texts)} x {meta['dim']}] in {seconds:.1f} s "
+          f"({encoder}, max_length {result.max_length}, normalize {normalize}); "
+          f"{items.num_placeholders} items had no text (placeholder 'unknown item'), "
+          f"{result.num_truncated} texts truncated at {result.max_length} tokens")
+    return output_path
+
+
+def main(argv: list[str]) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    CLI(embed_items, args=argv, as_positional=False)

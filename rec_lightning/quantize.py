@@ -1,0 +1,306 @@
+"""Residual quantisers that turn item embeddings into per-level codes (plain torch, deterministic by seed).
+
+- :func:`kmeans`: k-means++ initialisation then Lloyd iterations; an emptied cluster is re-seeded
+  with the point farthest from its centroid.
+- :func:`balanced_assign` / ``kmeans(balanced=True)``: every cluster gets exactly ``floor(N/K)`` or
+  ``ceil(N/K)`` points. Assignment = entropic optimal transport (Sinkhorn, log domain) to near-equal
+  capacities, rounded to a hard assignment by capacity-respecting proposal rounds (provably complete).
+- :func:`fit_residual_kmeans`: one codebook per level on the residuals left by the previous levels
+  (shared codebooks, not a per-parent tree), as MiniOneRec's RQ-KMeans scripts do.
+- :class:`ResidualVectorQuantizer`: the trainable layer of an RQ-VAE (k-means initialised codebooks,
+  commitment loss, straight-through estimator), used by :mod:`rec_lightning.modules.rqvae`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def squared_distances(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """``||x_i - c_k||^2`` for all pairs: ``[N, D], [K, D] -> [N, K]`` (clamped at 0)."""
+    x_sq = (x * x).sum(dim=1, keepdim=True)  # [N, 1]
+    c_sq = (centroids * centroids).sum(dim=1)  # [K]
+    return (x_sq - 2.0 * x @ centroids.T + c_sq).clamp_min_(0.0)
+
+
+def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding: ``[N, D] -> [k, D]`` initial centroids, chosen by ``generator`` (needs N >= k)."""
+    first = int(torch.randint(x.shape[0], (1,), generator=generator, device=x.device))
+    chosen = [first]
+    min_dist = squared_distances(x, x[first:first + 1]).squeeze(1)  # [N]
+    for _ in range(1, k):
+        total = min_dist.sum()
+        if total <= 0:  # fewer distinct points than k: take the next unchosen row
+            taken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+            taken[chosen] = True
+            index = int(torch.nonzero(~taken)[0])
+        else:
+            index = int(torch.multinomial(min_dist / total, 1, generator=generator))
+        chosen.append(index)
+        min_dist = torch.minimum(min_dist, squared_distances(x, x[index:index + 1]).squeeze(1))
+    return x[chosen].clone()
+
+
+def balanced_capacities(num_points: int, num_clusters: int, device: torch.device | None = None) -> torch.Tensor:
+    """Cluster capacities summing to ``num_points``: the first ``N % K`` get ``ceil(N/K)``, the rest ``floor(N/K)``."""
+    caps = torch.full((num_clusters,), num_points // num_clusters, dtype=torch.long, device=device)
+    caps[: num_points % num_clusters] += 1
+    return caps
+
+
+def sinkhorn_log_plan(cost: torch.Tensor, capacities: torch.Tensor, epsilon: float, num_iters: int) -> torch.Tensor:
+    """Log of the entropic transport plan from N uniform points to clusters with the given capacities.
+
+    Args:
+        cost: ``[N, K]`` transport costs (scale ~1).
+        capacities: ``[K]`` integers summing to N (zero allowed).
+        epsilon: entropy weight; smaller is closer to the exact transport.
+        num_iters: at most this many alternating (row, column) normalisations; stops early once
+            every row's mass is within 0.1% of 1/N.
+
+    Returns:
+        ``[N, K]`` log-plan; each row sums to ~1/N and each column to ~capacity/N.
+    """
+    n = cost.shape[0]
+    log_a = torch.full((n,), -torch.log(torch.tensor(float(n))).item(), device=cost.device)  # [N]
+    log_b = torch.log(capacities.to(cost.dtype) / n)  # [K]; -inf for empty clusters
+    f = torch.zeros(n, device=cost.device, dtype=cost.dtype)
+    g = torch.zeros_like(log_b)
+    scaled = -cost / epsilon  # [N, K]
+    for step in range(1, num_iters + 1):
+        f = log_a - _logsumexp(scaled + g[None, :], dim=1)
+        g = log_b - _logsumexp(scaled + f[:, None], dim=0)
+        if step % 10 == 0:  # columns are exact after the g-step; stop once rows are within 0.1%
+            row_error = (_logsumexp(scaled + g[None, :], dim=1) + f - log_a).abs().max()
+            if row_error < 1e-3:
+                break
+    return scaled + f[:, None] + g[None, :]
+
+
+def _logsumexp(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """``logsumexp`` whose terms below ``e^-80`` are raised to it (adds < 1e-33 per term).
+
+    Without the floor, terms that underflow into float32 denormals make CPU ``exp`` about 15x slower
+    once the transport plan becomes sharp.
+    """
+    peak = values.amax(dim=dim, keepdim=True).clamp_min(torch.finfo(values.dtype).min)  # -inf rows stay finite
+    return (values - peak).clamp_min(-80.0).exp().sum(dim=dim).log() + peak.squeeze(dim)
+
+
+def capacity_round(scores: torch.Tensor, capacities: torch.Tensor) -> torch.Tensor:
+    """Hard assignment with cluster ``k`` receiving exactly ``capacities[k]`` points (sum must be N).
+
+    Rounds of proposals: every unassigned point proposes to its highest-scoring cluster that still has
+    room, and each cluster accepts its best proposers up to its room. A round assigns at least one point
+    (the proposed cluster has room), and the total room equals the number of unassigned points, so the
+    loop ends with every point placed and every cluster exactly full.
+
+    Args:
+        scores: ``[N, K]``, higher is better (e.g. a log transport plan or negative distances).
+        capacities: ``[K]`` non-negative integers summing to N.
+
+    Returns:
+        ``[N]`` cluster index per point.
+    """
+    n, k = scores.shape
+    if int(capacities.sum()) != n:
+        raise ValueError(f"capacities sum to {int(capacities.sum())}, expected the number of points {n}")
+    codes = torch.full((n,), -1, dtype=torch.long, device=scores.device)
+    room = capacities.clone()
+    arange_k = torch.arange(k, device=scores.device)
+    while True:
+        open_rows = torch.nonzero(codes < 0).squeeze(1)  # [U]
+        if open_rows.numel() == 0:
+            return codes
+        masked = scores[open_rows].masked_fill((room <= 0)[None, :], float("-inf"))  # [U, K]
+        best_score, proposal = masked.max(dim=1)  # [U]
+        # sort proposers by cluster, then by score descending (stable: ties go to the lower point index)
+        order = torch.argsort(-best_score, stable=True)
+        order = order[torch.argsort(proposal[order], stable=True)]
+        sorted_cluster = proposal[order]
+        first_of_cluster = torch.searchsorted(sorted_cluster, arange_k)  # [K]
+        rank = torch.arange(order.numel(), device=scores.device) - first_of_cluster[sorted_cluster]
+        accepted = rank < room[sorted_cluster]
+        codes[open_rows[order[accepted]]] = sorted_cluster[accepted]
+        room -= torch.bincount(sorted_cluster[accepted], minlength=k)
+
+
+def balanced_assign(dist: torch.Tensor, capacities: torch.Tensor, epsilon: float = 0.05,
+                    num_iters: int = 50) -> torch.Tensor:
+    """Assign N points to K clusters with exactly ``capacities`` points each, close to nearest-centroid.
+
+    The cost is each row's distance minus its minimum, divided by the median of that (row shifts do
+    not change the transport solution); :func:`sinkhorn_log_plan` then :func:`capacity_round`.
+
+    Args:
+        dist: ``[N, K]`` squared distances.
+        capacities: ``[K]`` summing to N, e.g. :func:`balanced_capacities`.
+
+    Returns:
+        ``[N]`` cluster index per point.
+    """
+    cost = dist - dist.min(dim=1, keepdim=True).values  # [N, K]
+    scale = cost.median().clamp_min(1e-12)
+    log_plan = sinkhorn_log_plan(cost / scale, capacities, epsilon, num_iters)
+    return capacity_round(log_plan, capacities)
+
+
+@dataclass(frozen=True)
+class KMeansResult:
+    """``centroids [K, D]`` and the training points' ``codes [N]``."""
+
+    centroids: torch.Tensor
+    codes: torch.Tensor
+    num_iters: int
+
+
+def kmeans(x: torch.Tensor, k: int, max_iters: int = 100, seed: int = 0, balanced: bool = False,
+           sinkhorn_epsilon: float = 0.05, sinkhorn_iters: int = 50) -> KMeansResult:
+    """k-means (or size-balanced k-means) of ``x [N, D]`` into ``k`` clusters, deterministic for a seed.
+
+    With ``N <= k`` every point gets its own cluster (the spare centroids copy point 0 and are never
+    the unique argmin). Iterations stop early once no assignment changes.
+
+    Args:
+        balanced: every cluster gets ``floor(N/k)`` or ``ceil(N/k)`` points (:func:`balanced_assign`).
+        sinkhorn_epsilon, sinkhorn_iters: the balanced assignment's transport settings.
+    """
+    n = x.shape[0]
+    if n == 0 or k <= 0:
+        raise ValueError(f"kmeans needs at least one point and one cluster, got N={n}, k={k}")
+    if n <= k:
+        centroids = torch.cat([x, x[:1].expand(k - n, -1)]) if k > n else x.clone()
+        return KMeansResult(centroids.clone(), torch.arange(n, device=x.device), 0)
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    centroids = kmeans_plus_plus(x, k, generator)
+    capacities = balanced_capacities(n, k, x.device)
+    codes = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    iteration = 0
+    for iteration in range(1, max_iters + 1):
+        dist = squared_distances(x, centroids)  # [N, K]
+        new_codes = balanced_assign(dist, capacities, sinkhorn_epsilon, sinkhorn_iters) if balanced else dist.argmin(1)
+        if not balanced:
+            new_codes = _reseed_empty(new_codes, dist, k)
+        if torch.equal(new_codes, codes):
+            break
+        codes = new_codes
+        centroids = _cluster_means(x, codes, k, centroids)
+    return KMeansResult(centroids, codes, iteration)
+
+
+def _reseed_empty(codes: torch.Tensor, dist: torch.Tensor, k: int) -> torch.Tensor:
+    """Move the points farthest from their centroid into empty clusters (one each), deterministically."""
+    counts = torch.bincount(codes, minlength=k)
+    empty = torch.nonzero(counts == 0).squeeze(1)
+    if empty.numel() == 0:
+        return codes
+    own = dist.gather(1, codes[:, None]).squeeze(1)  # [N]
+    codes = codes.clone()
+    for cluster, point in zip(empty.tolist(), torch.argsort(own, descending=True, stable=True).tolist()):
+        codes[point] = cluster
+    return codes
+
+
+def _cluster_means(x: torch.Tensor, codes: torch.Tensor, k: int, previous: torch.Tensor) -> torch.Tensor:
+    """Mean of each cluster's points ``[K, D]``; an empty cluster keeps its previous centroid."""
+    sums = torch.zeros_like(previous).index_add_(0, codes, x)  # [K, D]
+    counts = torch.bincount(codes, minlength=k).to(x.dtype)[:, None]  # [K, 1]
+    return torch.where(counts > 0, sums / counts.clamp_min(1.0), previous)
+
+
+@dataclass(frozen=True)
+class ResidualCodes:
+    """Output of a residual quantiser on its training items.
+
+    Attributes:
+        codes: ``[N, L]`` code per item and level (0-based).
+        codebooks: ``L`` tensors ``[K, D]``.
+        last_residual: ``[N, D]`` what the last level quantised (used to re-assign colliding items).
+        reconstruction: ``[N, D]`` sum of the chosen codewords (in the quantised space).
+    """
+
+    codes: torch.Tensor
+    codebooks: list[torch.Tensor]
+    last_residual: torch.Tensor
+    reconstruction: torch.Tensor
+
+
+def fit_residual_kmeans(x: torch.Tensor, num_levels: int = 3, codebook_size: int = 256, seed: int = 0,
+                        balanced: bool = False, max_iters: int = 100, sinkhorn_epsilon: float = 0.05,
+                        sinkhorn_iters: int = 50) -> ResidualCodes:
+    """Residual k-means: level ``l`` clusters ``r_l`` (``r_0 = x``), then ``r_{l+1} = r_l - C_l[code_l]``.
+
+    Level ``l`` uses seed ``seed + l``. With ``balanced`` each level's clusters hold ``floor(N/K)`` or
+    ``ceil(N/K)`` items; the returned codes are those balanced assignments (not a later argmin).
+    """
+    x = x.float()
+    residual = x.clone()
+    codes, codebooks = [], []
+    for level in range(num_levels):
+        result = kmeans(residual, codebook_size, max_iters, seed + level, balanced, sinkhorn_epsilon, sinkhorn_iters)
+        codes.append(result.codes)
+        codebooks.append(result.centroids)
+        if level < num_levels - 1:
+            residual = residual - result.centroids[result.codes]
+    last_residual = residual
+    reconstruction = x - (residual - codebooks[-1][codes[-1]])
+    return ResidualCodes(torch.stack(codes, dim=1), codebooks, last_residual, reconstruction)
+
+
+class ResidualVectorQuantizer(nn.Module):
+    """Trainable residual VQ: ``L`` codebooks of ``K`` codes of dimension ``D``.
+
+    Level loss (VQ-VAE): ``mse(q_l, sg(r_l)) + commitment_coef * mse(sg(q_l), r_l)``, averaged over
+    levels, with ``r_{l+1} = r_l - sg(q_l)``; the output is ``z + sg(sum_l q_l - z)`` (straight-through).
+    Deviation from MiniOneRec (LC-Rec's code): there ``r_{l+1} = r_l - (r_l + sg(q_l - r_l))`` has no
+    gradient, so only level 1's commitment reaches the encoder; here every level's does (as in the
+    RQ-VAE paper, Lee et al. 2022), which keeps the latent from drifting away from the codebooks. Codebooks are initialised by
+    k-means on the first batch's residuals (:meth:`init_from_data`), as MiniOneRec's RQ-VAE does.
+
+    Args:
+        num_levels: number of residual levels L.
+        codebook_size: codes per level K.
+        dim: code dimension D.
+        commitment_coef: weight of the encoder commitment term (0.25 in the original).
+    """
+
+    def __init__(self, num_levels: int = 3, codebook_size: int = 256, dim: int = 32,
+                 commitment_coef: float = 0.25) -> None:
+        super().__init__()
+        self.commitment_coef = commitment_coef
+        self.codebooks = nn.Parameter(torch.randn(num_levels, codebook_size, dim) / dim ** 0.5)  # [L, K, D]
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @torch.no_grad()
+    def init_from_data(self, z: torch.Tensor, seed: int = 0, max_iters: int = 50) -> None:
+        """Set every level's codebook to the k-means centroids of that level's residuals of ``z [N, D]``."""
+        fitted = fit_residual_kmeans(z.detach().float(), self.codebooks.shape[0], self.codebooks.shape[1],
+                                     seed=seed, max_iters=max_iters)
+        self.codebooks.copy_(torch.stack(fitted.codebooks).to(self.codebooks))
+        self.initialized.fill_(True)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Quantise ``z [B, D]``.
+
+        Returns:
+            ``(z_q [B, D]`` straight-through, ``codes [B, L]``, ``vq_loss`` scalar,
+            ``last_residual [B, D]`` detached input of the last level).
+        """
+        residual = z
+        quantized = torch.zeros_like(z)  # [B, D] sum of the chosen codewords so far
+        codes, losses = [], []
+        last_residual = z
+        for codebook in self.codebooks:  # [K, D]
+            last_residual = residual
+            code = squared_distances(residual.detach(), codebook.detach()).argmin(dim=1)  # [B]
+            q = codebook[code]  # [B, D]
+            losses.append(nn.functional.mse_loss(q, residual.detach())
+                          + self.commitment_coef * nn.functional.mse_loss(q.detach(), residual))
+            residual = residual - q.detach()
+            quantized = quantized + q
+            codes.append(code)
+        z_q = z + (quantized - z).detach()  # straight-through: the value of the codes, the gradient of z
+        return z_q, torch.stack(codes, dim=1), torch.stack(losses).mean(), last_residual.detach()
