@@ -36,8 +36,8 @@ TINY = {"model_type": "qwen2", "hidden_size": 128, "intermediate_size": 256, "nu
 def data_module(args):
     from rec_lightning.data.datamodule import RecDataModule
 
-    real = REAL.joinpath("index").is_dir()
-    dm = RecDataModule(data_dir=str(REAL) if real else None, category="Industrial_and_Scientific" if real else None,
+    real = Path(args.data_dir).joinpath("index").is_dir()
+    dm = RecDataModule(data_dir=args.data_dir if real else None, category="Industrial_and_Scientific" if real else None,
                        train_format="prompts", batch_size=args.prompts, max_length=512, seed=0)
     dm.setup("fit")
     return dm, ("Industrial train prompts" if real else "demo prompts")
@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4, help="prompts per step (x group = completions)")
     parser.add_argument("--group", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--data_dir", default=str(REAL), help="Industrial data (demo prompts if absent)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.model == "1.5b" and device.type != "cuda":
