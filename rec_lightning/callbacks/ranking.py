@@ -1,0 +1,154 @@
+"""``RankingEvaluation``: constrained beam search metrics during validation and as the test step.
+
+Validation: at the end of every ``every_n_validations``-th validation, decode the validation split's
+next-item prompts (all, or a seeded subset of ``limit`` rows) with the module's causal LM
+(``pl_module.model``) and log ``val/hr@K``, ``val/ndcg@K``, ``val/mrr`` and ``val/invalid`` to the
+loggers and the progress bar, so ``ModelCheckpoint``/``EarlyStopping`` can monitor them. Test:
+register the test step on the module (``pl_module.test_step_fn``), decode the test prompts, log
+``test/...`` and write ``eval_results.json`` and ``metrics.json``. Under DDP each rank decodes its
+own shard (the data module never repeats a row) and sum-state metrics make the totals exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning.pytorch as pl
+import torch
+
+from rec_lightning.evaluation import RankingEvaluator, write_results
+from rec_lightning.metrics import DEFAULT_KS
+
+log = logging.getLogger(__name__)
+
+
+class RankingEvaluation(pl.Callback):
+    """Ranking metrics from constrained beam search, for model selection and final testing.
+
+    Args:
+        num_beams: beam width during validation (results per prompt); K above it are dropped.
+        limit: validation rows to decode (a fixed, seeded subset); None = all.
+        seed: seed of that subset.
+        every_n_validations: decode at every n-th validation run (sanity checks excluded). A
+            ``ModelCheckpoint``/``EarlyStopping`` monitoring ``val/hr@K`` needs the metric at every
+            validation: keep 1 then (and validate less often instead).
+        split: the split decoded during validation.
+        batch_size: prompts per decoding batch (default: the data module's eval batch size).
+        renormalize: renormalise step log-probabilities over the allowed tokens.
+        ks: cut-offs K for HR@K and NDCG@K.
+        prog_bar: metrics also shown on the progress bar.
+        test_num_beams: beam width at test time.
+        test_output_dir: where the test writes its JSON files (default ``<log_dir or root>/test_results``).
+    """
+
+    def __init__(self, num_beams: int = 20, limit: int | None = None, seed: int = 0, every_n_validations: int = 1,
+                 split: str = "valid", batch_size: int | None = None, renormalize: bool = False,
+                 ks: Sequence[int] = DEFAULT_KS, prog_bar: Sequence[str] = ("hr@10", "ndcg@10"),
+                 test_num_beams: int = 50, test_output_dir: str | None = None) -> None:
+        if every_n_validations < 1:
+            raise ValueError(f"every_n_validations must be >= 1, got {every_n_validations}")
+        self.num_beams = num_beams
+        self.limit = limit
+        self.seed = seed
+        self.every_n_validations = every_n_validations
+        self.split = split
+        self.batch_size = batch_size
+        self.renormalize = renormalize
+        self.ks = tuple(ks)
+        self.prog_bar = tuple(prog_bar)
+        self.test_num_beams = test_num_beams
+        self.test_output_dir = test_output_dir
+        self.validations_seen = 0
+        self.last_metrics: dict[str, float] = {}
+        self._test: RankingEvaluator | None = None
+
+    # ------------------------------------------------------------------ shared
+    @staticmethod
+    def _language_model(pl_module: pl.LightningModule) -> torch.nn.Module:
+        model = getattr(pl_module, "model", None)
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"RankingEvaluation needs the causal LM at pl_module.model; {type(pl_module).__name__} "
+                            "has none (SFTModule and GRPOModule provide it)")
+        return model
+
+    @staticmethod
+    def _datamodule(trainer: pl.Trainer) -> Any:
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "generation_dataloader"):
+            raise TypeError("RankingEvaluation needs a data module with generation_dataloader(), catalog and "
+                            "tokenizer (rec_lightning.data.RecDataModule)")
+        return datamodule
+
+    def _evaluator(self, datamodule: Any, num_beams: int, keep_predictions: bool) -> RankingEvaluator:
+        tokenizer = datamodule.tokenizer
+        return RankingEvaluator(datamodule.catalog, tokenizer.get_vocab(), tokenizer.eos_token_id, num_beams,
+                                self.ks, self.renormalize, keep_predictions)
+
+    def _log(self, pl_module: pl.LightningModule, prefix: str, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            if name in ("count", "num_beams", "ambiguous_targets"):
+                continue
+            # already summed over ranks by the metric: every rank logs the same value
+            pl_module.log(f"{prefix}/{name}", float(value), prog_bar=name in self.prog_bar, sync_dist=False,
+                          rank_zero_only=False)
+
+    # ------------------------------------------------------------------ validation
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self.validations_seen += 1
+        if self.validations_seen % self.every_n_validations:
+            return
+        datamodule = self._datamodule(trainer)
+        model = self._language_model(pl_module)
+        evaluator = self._evaluator(datamodule, self.num_beams, keep_predictions=False).to(pl_module.device)
+        loader = datamodule.generation_dataloader(self.split, limit=self.limit, seed=self.seed,
+                                                  batch_size=self.batch_size)
+        was_training = model.training
+        model.eval()
+        for batch in loader:
+            evaluator.update(model, _to_device(batch, pl_module.device))
+        model.train(was_training)
+        self.last_metrics = evaluator.compute()
+        self._log(pl_module, "val", self.last_metrics)
+        log.info("ranking on %d %s rows at beam %d: %s", self.last_metrics["count"], self.split, self.num_beams,
+                 {k: round(v, 4) for k, v in self.last_metrics.items() if k.startswith(("hr@10", "ndcg@10"))})
+
+    # ------------------------------------------------------------------ test
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "test":
+            if not hasattr(pl_module, "test_step_fn"):
+                raise TypeError(f"{type(pl_module).__name__} has no test_step_fn hook; RankingEvaluation's test "
+                                "works with SFTModule and GRPOModule")
+            pl_module.test_step_fn = self._test_step
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._test = self._evaluator(self._datamodule(trainer), self.test_num_beams,
+                                     keep_predictions=True).to(pl_module.device)
+
+    def _test_step(self, pl_module: pl.LightningModule, batch: dict, batch_idx: int) -> None:
+        self._test.update(self._language_model(pl_module), batch)
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        evaluator, self._test = self._test, None
+        metrics = evaluator.compute()
+        self._log(pl_module, "test", metrics)
+        datamodule = self._datamodule(trainer)
+        examples = datamodule.generation_examples("test")
+        records = evaluator.records([e.prompt for e in examples], [e.row for e in examples])
+        if trainer.is_global_zero:
+            default = Path(trainer.log_dir or trainer.default_root_dir) / "test_results"
+            output_dir = Path(self.test_output_dir) if self.test_output_dir else default
+            results_path, _ = write_results(output_dir, records, metrics)
+            log.info("test results written to %s", results_path)
+        self.last_metrics = metrics
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "test" and getattr(pl_module, "test_step_fn", None) == self._test_step:
+            pl_module.test_step_fn = None
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}

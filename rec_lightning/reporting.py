@@ -1,0 +1,154 @@
+"""Reading evaluation results back: metrics from ``eval_results.json`` records, tables and cases.
+
+Works on our records and on MiniOneRec's (``{"input", "output", "predict"}`` only), reproducing its
+calc.py: predictions are stripped of quotes, newlines and spaces; the rank is the first position of
+the target SID in ``predict``; K runs over {1, 3, 5, 10, 20, 50} up to the list length.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from rec_lightning.metrics import DEFAULT_KS, RankingMetrics, metric_ks
+from rec_lightning.sid import SIDFormatError, parse_sid
+
+
+@dataclass
+class RunSummary:
+    """One results file: its records, each row's target rank (-1 = miss) and its metrics."""
+
+    name: str
+    records: list[dict[str, Any]]
+    ranks: list[int]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def load_records(path: str | Path) -> list[dict[str, Any]]:
+    """Read an ``eval_results.json`` (a JSON list of records with ``output`` and ``predict``).
+
+    Raises:
+        ValueError: naming the file and the first bad record, with the expected shape.
+    """
+    path = Path(path)
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read evaluation results ({err}). Fix: pass an eval_results.json "
+                         "written by `python -m rec_lightning evaluate` (or MiniOneRec's evaluate.py)") from None
+    if not isinstance(records, list) or not records:
+        raise ValueError(f"{path}: expected a non-empty JSON list of records, got {type(records).__name__}")
+    for number, record in enumerate(records):
+        if not (isinstance(record, dict) and isinstance(record.get("output"), str)
+                and isinstance(record.get("predict"), list)):
+            raise ValueError(f"{path}, record {number}: expected an object with 'output' (a SID string) and "
+                             f"'predict' (a list of SID strings), got {str(record)[:120]}")
+    return records
+
+
+def clean_prediction(text: str) -> str:
+    """calc.py's cleaning of a prediction: strip quotes, newlines and surrounding spaces."""
+    return text.strip().strip('"\n').strip()
+
+
+def summarize(name: str, records: list[dict[str, Any]], ks: Sequence[int] = DEFAULT_KS,
+              is_valid: Callable[[str], bool] | None = None) -> RunSummary:
+    """Ranks and metrics of one run (HR@K, NDCG@K, MRR, mean rank of hits, invalid predictions).
+
+    Args:
+        is_valid: which predicted SIDs are valid items (e.g. ``catalog.has_sid``); default: well-formed SIDs.
+    """
+    is_valid = is_valid or _well_formed
+    num_beams = max(len(r["predict"]) for r in records)
+    ranks, invalid = [], []
+    for record in records:
+        target = record["output"].strip(' \n"')
+        predicted = [clean_prediction(p) for p in record["predict"]]
+        ranks.append(predicted.index(target) if target in predicted else -1)
+        invalid.append(sum(not is_valid(p) for p in predicted))
+    metric = RankingMetrics(metric_ks(num_beams, ks))
+    metric.update(torch.tensor(ranks), torch.tensor(invalid))
+    metrics = {key: value.item() for key, value in metric.compute().items()}
+    hits = [r for r in ranks if r >= 0]
+    metrics["mean_hit_rank"] = (sum(hits) / len(hits) + 1) if hits else float("nan")  # 1 = top of the list
+    metrics["num_beams"] = num_beams
+    return RunSummary(name, records, ranks, metrics)
+
+
+def _well_formed(sid: str) -> bool:
+    try:
+        parse_sid(sid)
+    except SIDFormatError:
+        return False
+    return True
+
+
+def metric_names(summaries: Sequence[RunSummary]) -> list[str]:
+    """Metric columns shared by every run, in table order (HR@K, NDCG@K, MRR, then counts)."""
+    shared = [name for name in summaries[0].metrics if all(name in s.metrics for s in summaries[1:])]
+    return [n for n in shared if n.startswith("hr@")] + [n for n in shared if n.startswith("ndcg@")] + [
+        n for n in ("mrr", "mean_hit_rank", "invalid", "count") if n in shared]
+
+
+def format_table(summaries: Sequence[RunSummary]) -> str:
+    """Runs as columns, metrics as rows; with two or more runs, each later run's change vs the first."""
+    names = metric_names(summaries)
+    header = f"{'metric':<16}" + "".join(f"{s.name[:18]:>20}" for s in summaries)
+    if len(summaries) > 1:
+        header += "".join(f"{'vs ' + summaries[0].name[:14]:>20}" for _ in summaries[1:])
+    lines = [header, "-" * len(header)]
+    for name in names:
+        values = [s.metrics[name] for s in summaries]
+        cells = "".join(f"{_format_value(name, v):>20}" for v in values)
+        if len(summaries) > 1 and name not in ("invalid", "count"):
+            cells += "".join(f"{relative_change(values[0], v):>20}" for v in values[1:])
+        lines.append(f"{name:<16}{cells}")
+    return "\n".join(lines)
+
+
+def _format_value(name: str, value: float) -> str:
+    return f"{int(value)}" if name in ("invalid", "count") else f"{value:.4f}"
+
+
+def relative_change(baseline: float, value: float) -> str:
+    """``+12.3%`` style change of ``value`` against ``baseline`` (``n/a`` when the baseline is 0)."""
+    if baseline != baseline or value != value or baseline == 0:
+        return "n/a"
+    return f"{100.0 * (value - baseline) / abs(baseline):+.1f}%"
+
+
+def pick_cases(summary: RunSummary, num_cases: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Seeded samples of ``num_cases`` hit rows and ``num_cases`` missed rows (record positions)."""
+    rng = random.Random(seed)
+    hits = [i for i, rank in enumerate(summary.ranks) if rank >= 0]
+    misses = [i for i, rank in enumerate(summary.ranks) if rank < 0]
+    return (sorted(rng.sample(hits, min(num_cases, len(hits)))),
+            sorted(rng.sample(misses, min(num_cases, len(misses)))))
+
+
+def describe_case(summary: RunSummary, position: int, title_of_sid: Callable[[str], str] | None = None,
+                  top: int = 3) -> str:
+    """A few lines on one row: the target (title, SID), where it ranked, and the top predictions."""
+    record, rank = summary.records[position], summary.ranks[position]
+    titles = record.get("predict_titles") or []
+
+    def title(sid: str, index: int | None = None) -> str:
+        if index is not None and index < len(titles):
+            return titles[index]
+        return title_of_sid(sid) if title_of_sid else ""
+
+    def quoted(text: str) -> str:
+        return f' "{text}"' if text else ""
+
+    target = record["output"].strip(' \n"')
+    where = f"found at rank {rank + 1}" if rank >= 0 else "not in the list"
+    lines = [f"  row {record.get('row', position)}: target {target}{quoted(record.get('target_title') or title(target))}"
+             f" {where}"]
+    for index, sid in enumerate(record["predict"][:top]):
+        lines.append(f"    {index + 1}. {clean_prediction(sid)}{quoted(title(clean_prediction(sid), index))}")
+    return "\n".join(lines)
