@@ -1,0 +1,58 @@
+"""``FinalCheckpoint``: at the end of fit, write ``OUTPUT/final_checkpoint/`` from the best (or last) weights.
+
+The folder holds the PEFT adapter (or the full model), the extended tokenizer and
+``rec_lightning.json`` (see :mod:`rec_lightning.modules.export`). With ``use_best`` the trainable
+weights of the best ``.ckpt`` of the trainer's ``ModelCheckpoint`` are loaded first (the original's
+``load_best_model_at_end``). It runs in ``on_fit_end``, after every ``.ckpt`` is written, so the
+best weights never leak into ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+log = logging.getLogger(__name__)
+
+
+class FinalCheckpoint(pl.Callback):
+    """Export the trained model when ``fit`` ends.
+
+    Args:
+        dirpath: output folder; default ``<trainer.default_root_dir>/final_checkpoint``.
+        use_best: load the best checkpoint of the trainer's ``ModelCheckpoint`` (by its ``monitor``)
+            before exporting; with no best checkpoint the final weights are exported.
+    """
+
+    def __init__(self, dirpath: str | None = None, use_best: bool = True) -> None:
+        self.dirpath = dirpath
+        self.use_best = use_best
+        self.written: Path | None = None
+
+    def output_dir(self, trainer: pl.Trainer) -> Path:
+        return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "final_checkpoint"
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not hasattr(pl_module, "save_final_checkpoint"):
+            raise TypeError(f"{type(pl_module).__name__} has no save_final_checkpoint(directory); FinalCheckpoint "
+                            "works with SFTModule and the other rec_lightning training modules")
+        best = self._best_checkpoint(trainer)
+        if best is not None:
+            log.info("final checkpoint: loading the best weights from %s", best)
+            state = torch.load(best, map_location=pl_module.device, weights_only=True)["state_dict"]
+            pl_module.load_trainable_state(state)
+        if trainer.is_global_zero:
+            self.written = pl_module.save_final_checkpoint(self.output_dir(trainer))
+            rank_zero_info(f"final checkpoint written to {self.written}")
+        trainer.strategy.barrier("final_checkpoint")
+
+    def _best_checkpoint(self, trainer: pl.Trainer) -> str | None:
+        callback = trainer.checkpoint_callback
+        if not self.use_best or callback is None or getattr(callback, "monitor", None) is None:
+            return None
+        path = getattr(callback, "best_model_path", "")
+        return path if path and Path(path).exists() else None

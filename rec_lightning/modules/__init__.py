@@ -1,0 +1,7 @@
+"""LightningModules and model construction.
+
+``backbone`` (load or build the causal LM, add SID tokens), ``lora`` (fine-tuning modes; the only
+peft import), ``optim`` (AdamW + schedule), ``sft`` (``SFTModule``), ``export`` (final checkpoints:
+write, load, merge), ``grpo`` and ``reference`` (GRPO), ``rqvae`` (SID construction). Import from
+the submodules; this package imports nothing, so importing one stays cheap.
+"""
