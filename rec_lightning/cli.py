@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import sys
 from typing import Sequence
 
@@ -50,8 +51,11 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def run_lightning_cli(args: Sequence[str]) -> None:
-    """Run LightningCLI with any LightningModule and :class:`RecDataModule` (or a subclass)."""
+def run_lightning_cli(args: Sequence[str] | None) -> None:
+    """Run LightningCLI with any LightningModule and :class:`RecDataModule` (or a subclass).
+
+    ``args=None`` lets LightningCLI read ``sys.argv`` itself (no warning about both being set).
+    """
     from lightning.pytorch.cli import LightningCLI
 
     from rec_lightning.data.datamodule import RecDataModule
@@ -60,7 +64,7 @@ def run_lightning_cli(args: Sequence[str]) -> None:
         model_class=None,
         datamodule_class=RecDataModule,
         subclass_mode_data=True,
-        args=list(args),
+        args=None if args is None else list(args),
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
     )
@@ -68,13 +72,16 @@ def run_lightning_cli(args: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``python -m rec_lightning`` and the ``rec-lightning`` script."""
+    from_sys_argv = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("rec_lightning").setLevel(logging.INFO)  # our progress lines, not every library's
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return
     command, rest = argv[0], argv[1:]
     if command in TRAINER_COMMANDS:
-        run_lightning_cli([command, *rest])
+        run_lightning_cli(None if from_sys_argv else [command, *rest])
         return
     available = _available_commands()
     if command not in available:
