@@ -128,7 +128,7 @@ class GRPOModule(pl.LightningModule):
         ref_sync_steps: every this many optimizer steps, ``ref <- (1 - alpha) ref + alpha policy``; 0 = never.
         ref_sync_alpha: that alpha.
         share_prompt: compute each prompt once per group in the update (same result, much faster).
-        seed: seed of the sampling generator.
+        sampling_seed: seed of the sampling generator (plus the global rank).
     """
 
     def __init__(
@@ -146,7 +146,7 @@ class GRPOModule(pl.LightningModule):
         ref_sync_steps: int = 0,
         ref_sync_alpha: float = 0.6,
         share_prompt: bool = True,
-        seed: int = 0,
+        sampling_seed: int = 0,
     ) -> None:
         super().__init__()
         self.sft_checkpoint = sft_checkpoint
@@ -162,7 +162,7 @@ class GRPOModule(pl.LightningModule):
         self.ref_sync_steps = ref_sync_steps
         self.ref_sync_alpha = ref_sync_alpha
         self.share_prompt = share_prompt
-        self.seed = seed
+        self.sampling_seed = sampling_seed
         self._check_options()
         self.save_hyperparameters({
             "sft_checkpoint": sft_checkpoint, "finetune": finetune, "lora": dataclasses.asdict(self.lora_options),
@@ -170,7 +170,7 @@ class GRPOModule(pl.LightningModule):
             "semantic_embeddings": semantic_embeddings, "loss": dataclasses.asdict(self.loss_options),
             "optimizer": dataclasses.asdict(self.optimizer_options), "accumulate_grad_batches": accumulate_grad_batches,
             "max_grad_norm": max_grad_norm, "ref_sync_steps": ref_sync_steps, "ref_sync_alpha": ref_sync_alpha,
-            "share_prompt": share_prompt, "seed": seed,
+            "share_prompt": share_prompt, "sampling_seed": sampling_seed,
         })
         self.automatic_optimization = False
         self.strict_loading = False
@@ -249,7 +249,7 @@ class GRPOModule(pl.LightningModule):
         if self.group.mode == "beam":
             return constrained_beam_search(self.model, prompt_ids, prompt_mask, trie, self.group.size).items
         if self._generator is None or self._generator.device != prompt_ids.device:
-            self._generator = torch.Generator(device=prompt_ids.device).manual_seed(self.seed + self.global_rank)
+            self._generator = torch.Generator(device=prompt_ids.device).manual_seed(self.sampling_seed + self.global_rank)
         return constrained_sample(self.model, prompt_ids, prompt_mask, trie, self.group.size, self.group.temperature,
                                   self._generator).items
 
