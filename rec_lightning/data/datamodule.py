@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Literal
 
 import lightning.pytorch as pl
+import torch
 from torch.utils.data import DataLoader
 
 from rec_lightning.data.collate import Collator
 from rec_lightning.data.dataset import RecDataset
 from rec_lightning.data.demo import DEMO_CATEGORY, make_demo_data
 from rec_lightning.data.records import RecData, load_rec_data
-from rec_lightning.data.sampling import LengthGroupedSampler, ShardSampler, sample_task_mix
+from rec_lightning.data.sampling import EpochShuffleSampler, LengthGroupedSampler, ShardSampler, sample_task_mix
 from rec_lightning.data.tasks import DEFAULT_TRAIN_TASKS, TASKS, Example, build_examples, next_item_example
 from rec_lightning.data.tokenizer import add_sid_tokens, cached_data_tokenizer, load_tokenizer
 from rec_lightning.errors import DataValidationError
@@ -31,6 +32,20 @@ from rec_lightning.sid import ItemCatalog
 
 log = logging.getLogger(__name__)
 _STAGE_SPLITS = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",), "predict": ("test",)}
+
+
+class _ResumableLoader(DataLoader):
+    """Tells Lightning the training loader resumes mid-epoch by itself.
+
+    Its position needs no state of its own: the sampler's order depends only on ``(seed, epoch)`` and
+    :meth:`RecDataModule.train_dataloader` skips the batches Lightning's restored progress counts.
+    """
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass
 
 
 def default_cache_dir() -> Path:
@@ -233,8 +248,11 @@ class RecDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset, batch_size: int, sampler, padding_side: str, shuffle: bool = False) -> DataLoader:
         collate = Collator(self.tokenizer.pad_token_id, padding_side)
+        # its own generator: creating an iterator must not draw from the global RNG, or a resumed run's
+        # dropout masks would shift by one draw
+        generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, collate_fn=collate,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, generator=generator)
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets.get("train") or self._dataset_for("fit", "train")
@@ -242,8 +260,24 @@ class RecDataModule(pl.LightningDataModule):
         side = "right" if self.train_format == "sft" else "left"
         if self.group_by_length:
             sampler = LengthGroupedSampler(dataset.lengths, self.batch_size, self.seed, num_replicas=num_replicas, rank=rank)
-            return self._loader(dataset, self.batch_size, sampler, side)
-        return self._loader(dataset, self.batch_size, None, side, shuffle=True)
+        else:
+            sampler = EpochShuffleSampler(len(dataset), self.seed, num_replicas=num_replicas, rank=rank)
+        sampler.resume_from(self._restored_position, self.batch_size)
+        loader = self._loader(dataset, self.batch_size, sampler, side)
+        loader.__class__ = _ResumableLoader
+        return loader
+
+    def _restored_position(self) -> tuple[int, int]:
+        """``(epoch, batches already trained in it)`` when fit resumes from a mid-epoch checkpoint, else (0, 0).
+
+        Asked by the sampler when an epoch's iteration starts (Lightning has restored its progress by
+        then); without it the resumed epoch would replay batches from its start instead of the unseen ones.
+        """
+        trainer = getattr(self, "trainer", None)
+        loop = getattr(trainer, "fit_loop", None) if trainer is not None else None
+        if loop is None or not loop.restarting:
+            return 0, 0
+        return trainer.current_epoch, int(loop.epoch_loop.batch_progress.current.completed)
 
     def val_dataloader(self) -> DataLoader:
         dataset = self.datasets.get("valid") or self._dataset_for("validate", "valid")

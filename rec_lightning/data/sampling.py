@@ -1,14 +1,17 @@
-"""Samplers: per-task example sampling, length-grouped batches, and exact (unpadded) DDP sharding.
+"""Samplers: per-task example sampling, shuffled or length-grouped training order, exact DDP sharding.
 
-Both samplers subclass :class:`~torch.utils.data.DistributedSampler`, so Lightning keeps them as
-they are under DDP instead of swapping in its own (which pads evaluation with repeated rows).
+Every sampler subclasses :class:`~torch.utils.data.DistributedSampler`, so Lightning keeps it as it
+is under DDP instead of swapping in its own (which pads evaluation with repeated rows). Training
+orders depend only on ``(seed, epoch)`` and can resume in the middle of an epoch
+(:class:`_Resumable`), so a run restored from a mid-epoch checkpoint sees exactly the
+batches the interrupted run had not yet seen.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from typing import Iterator, Mapping, Sequence, TypeVar
+from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 
 import torch
 from torch.utils.data import DistributedSampler
@@ -41,6 +44,49 @@ def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     return num_replicas, rank
 
 
+class _Resumable:
+    """Skips the batches a restored run already trained, at the start of the epoch it resumes in.
+
+    ``position`` (set by the data module) answers ``(epoch, batches already trained in it)`` when fit
+    resumes from a mid-epoch checkpoint, else ``(epoch, 0)``; it is asked when iteration starts, after
+    Lightning has restored its loop progress. The sampler's length stays whole.
+    """
+
+    _position: Callable[[], tuple[int, int]] | None = None
+    _batch_size = 1
+
+    def resume_from(self, position: Callable[[], tuple[int, int]], batch_size: int) -> None:
+        self._position, self._batch_size = position, batch_size
+
+    def _skipped(self, indices: list[int]) -> list[int]:
+        if self._position is None:
+            return indices
+        epoch, done = self._position()
+        return indices[done * self._batch_size:] if done and epoch == self.epoch else indices
+
+
+class EpochShuffleSampler(_Resumable, DistributedSampler):
+    """A permutation seeded by ``seed + epoch``, sharded by rank (padded to equal shards, as
+    ``DistributedSampler`` does for training)."""
+
+    def __init__(self, dataset_size: int, seed: int = 0, num_replicas: int | None = None, rank: int | None = None) -> None:
+        self.dataset_size = dataset_size
+        self.seed = seed
+        self.num_replicas, self.rank = _world(num_replicas, rank)
+        self.epoch = 0
+        self.num_samples = math.ceil(dataset_size / self.num_replicas)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.dataset_size, generator=generator).tolist()
+        total = self.num_samples * self.num_replicas
+        order += order[: total - len(order)]
+        return iter(self._skipped(order[self.rank:total:self.num_replicas]))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 class ShardSampler(DistributedSampler):
     """Every index exactly once across ranks (rank r takes r, r+W, r+2W, ...), never padded.
 
@@ -59,7 +105,7 @@ class ShardSampler(DistributedSampler):
         return len(range(self.rank, self.dataset_size, self.num_replicas))
 
 
-class LengthGroupedSampler(DistributedSampler):
+class LengthGroupedSampler(_Resumable, DistributedSampler):
     """Shuffled indices ordered so that each run of ``batch_size`` holds similar lengths.
 
     Indices are shuffled, cut into mega-batches of ``batch_size * mega_batch_factor``, sorted by
@@ -94,7 +140,7 @@ class LengthGroupedSampler(DistributedSampler):
         batches = self._batches()
         full = [b for b in batches if len(b) == self.batch_size] + [b for b in batches if len(b) < self.batch_size]
         mine = full[self.rank::self.num_replicas][: self._batches_per_rank]
-        return iter([index for batch in mine for index in batch])
+        return iter(self._skipped([index for batch in mine for index in batch]))
 
     def __len__(self) -> int:
         if self.num_replicas == 1:

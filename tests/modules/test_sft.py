@@ -152,3 +152,31 @@ def test_module_without_data_says_how_to_build():
         module.configure_model()
     with pytest.raises(RuntimeError, match="ranking evaluation"):
         module.test_step({}, 0)
+
+
+@pytest.mark.parametrize("saved_at", ["train_batch_end", "validation_end"])
+def test_resume_from_mid_epoch_checkpoint_is_exact(datamodule, tmp_path, saved_at):
+    """2 epochs of 4 batches straight vs resuming from the checkpoint written after batch 2 of epoch 0
+    (by step count, or at a mid-epoch validation): identical weights, because the data module's sampler
+    skips exactly the batches already trained and the RNG (dropout) is restored."""
+
+    def run(root, ckpt_path=None):
+        pl.seed_everything(0)
+        module = tiny_module(dropout=0.1)
+        if saved_at == "train_batch_end":
+            saver = ModelCheckpoint(dirpath=root, save_top_k=-1, monitor=None, every_n_train_steps=2,
+                                    filename="{epoch}-{step}")
+            extra = {"limit_val_batches": 0}
+        else:
+            saver = ModelCheckpoint(dirpath=root, save_top_k=-1, monitor=None, filename="{epoch}-{step}")
+            extra = {"limit_val_batches": 1, "val_check_interval": 2}
+        trainer(root, max_epochs=2, callbacks=[saver], logger=False, limit_train_batches=4, **extra
+                ).fit(module, datamodule=datamodule(), ckpt_path=ckpt_path)
+        return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+
+    straight = run(tmp_path / "straight")
+    middle = tmp_path / "straight" / "epoch=0-step=2.ckpt"
+    assert middle.exists()
+    resumed = run(tmp_path / "resumed", ckpt_path=middle)
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
