@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--renormalize", action="store_true", help="renormalise log-probs over allowed tokens")
     parser.add_argument("--output", required=True, help="folder for eval_results.json and metrics.json")
     parser.add_argument("--batch_size", type=int, default=16, help="prompts per decoding batch, per device")
-    parser.add_argument("--max_length", type=int, default=512, help="longest prompt (cut from the left)")
+    parser.add_argument("--max_length", type=int, default=None,
+                        help="longest prompt, cut from the left (default: the training max_length recorded in the "
+                             "checkpoint, else 512)")
     parser.add_argument("--limit", type=int, default=None, help="a seeded subset of this many rows")
     parser.add_argument("--seed", type=int, default=0, help="seed of that subset")
     parser.add_argument("--accelerator", default="auto", help="cpu, cuda, auto")
@@ -73,7 +75,8 @@ def evaluate(fabric, args: argparse.Namespace) -> dict:
     metadata = read_metadata(args.checkpoint) or {}
     datamodule = RecDataModule(data_dir=args.data_dir, category=args.category,
                                category_name=args.category_name or metadata.get("category_name"),
-                               tokenizer=str(args.checkpoint), max_length=args.max_length,
+                               tokenizer=str(args.checkpoint),
+                               max_length=args.max_length or metadata.get("max_length", 512),
                                eval_batch_size=args.batch_size)
     if args.data_dir is None and fabric.is_global_zero:
         datamodule.prepare_data()

@@ -102,6 +102,7 @@ class SFTModule(pl.LightningModule):
         self.embedding_rows = 0
         self.sid_index_checksum: str | None = None
         self.test_step_fn: TestStepFn | None = None
+        self.data_settings: dict[str, Any] = {}
         self._val_loss_sum = torch.zeros((), dtype=torch.float64)
         self._val_tokens = torch.zeros((), dtype=torch.float64)
         self._last_step_start: float | None = None
@@ -118,6 +119,9 @@ class SFTModule(pl.LightningModule):
                                "pass datamodule=RecDataModule(...) to Trainer.fit, or call module.build(tokenizer, "
                                "sid_tokens) first")
         self.build(datamodule.tokenizer, datamodule.catalog.sid_tokens, datamodule.catalog.checksum())
+        # recorded in the final checkpoint, so evaluation renders the same prompts
+        self.data_settings = {"category": datamodule.category, "category_name": datamodule.category_name,
+                              "max_length": datamodule.max_length}
 
     def build(self, tokenizer, sid_tokens: list[str], sid_index_checksum: str | None = None) -> None:
         """Load or build the LM, add the SID rows and apply the fine-tuning mode.
@@ -251,7 +255,7 @@ class SFTModule(pl.LightningModule):
     def final_checkpoint_metadata(self) -> dict[str, Any]:
         finetune = {"mode": self.finetune, "lora": dataclasses.asdict(self.lora_options)}
         return build_metadata(self.backbone_options, finetune, self.tokenizer, self.sid_tokens, self.sid_token_ids,
-                              self.embedding_rows, self.sid_index_checksum, stage="sft")
+                              self.embedding_rows, self.sid_index_checksum, stage="sft", **self.data_settings)
 
     def save_final_checkpoint(self, directory: str | Path) -> Path:
         """Write the PEFT adapter (or full model), tokenizer and ``rec_lightning.json`` to ``directory``."""
