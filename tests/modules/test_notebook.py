@@ -1,26 +1,33 @@
-"""The notebook snippet of docs/sft.md (the README shows the same code) runs as written."""
+"""The notebook snippets of README.md and docs/sft.md run as written."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "sft.md"
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "sft.md"]
 
 
-def notebook_snippet() -> str:
+def notebook_snippet(doc: Path) -> str:
     """The first ```python block after the ``<!-- notebook-snippet -->`` marker."""
-    text = DOC.read_text()
+    text = doc.read_text()
     match = re.search(r"<!-- notebook-snippet -->\s*```python\n(.*?)```", text, re.S)
-    assert match, f"no notebook snippet marker in {DOC}"
+    assert match, f"no notebook snippet marker in {doc}"
     return match.group(1)
 
 
+def test_readme_and_docs_show_the_same_snippet():
+    assert notebook_snippet(DOCS[0]) == notebook_snippet(DOCS[1])
+
+
 def test_notebook_snippet_trains_and_exports(tmp_path, monkeypatch):
+    doc = DOCS[0]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REC_LIGHTNING_CACHE", str(tmp_path / "cache"))
     namespace: dict = {}
-    exec(compile(notebook_snippet(), str(DOC), "exec"), namespace)
+    exec(compile(notebook_snippet(doc), str(doc), "exec"), namespace)
     assert (tmp_path / "outputs" / "notebook" / "final_checkpoint" / "adapter_config.json").exists()
     assert namespace["metadata"]["finetune"]["mode"] == "lora"
     assert namespace["model"].__class__.__name__ == "PeftModelForCausalLM"
