@@ -48,11 +48,7 @@ class RankingEvaluator:
         self.renormalize = renormalize
         self.keep_predictions = keep_predictions
         self.trie = SIDTrie.from_catalog(catalog, token_ids, eos_token_id)
-        key_of = self.trie.key_index()
-        item_to_key = torch.full((max(catalog.item_ids) + 1,), -1, dtype=torch.long)
-        for item in catalog:
-            item_to_key[item.item_id] = key_of[item.sid]
-        self.item_to_key = item_to_key  # [max item id + 1] trie index of each item's SID
+        self.item_to_key = self.trie.catalog_item_index(catalog)  # [max item id + 1] trie index of each item's SID
         self.key_is_ambiguous = torch.tensor([len(catalog.items_with_sid(key)) > 1 for key in self.trie.keys])
         self.metrics = RankingMetrics(metric_ks(num_beams, ks))
         self.ambiguous = SumMetric()

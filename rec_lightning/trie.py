@@ -142,6 +142,15 @@ class SIDTrie:
         """Key (SID string) -> item index."""
         return {key: index for index, key in enumerate(self.keys)}
 
+    def catalog_item_index(self, catalog: ItemCatalog) -> torch.Tensor:
+        """``[max item id + 1]`` trie index of each catalog item's SID (``-1`` for ids not in the catalog),
+        on the trie's device: maps a batch's ``target_item_id`` to the decoded items in one gather."""
+        key_of = self.key_index()
+        table = torch.full((max(catalog.item_ids) + 1,), -1, dtype=torch.long)
+        for item in catalog:
+            table[item.item_id] = key_of[item.sid]
+        return table.to(self.device)
+
     def lookup(self, items: torch.Tensor) -> list[list[str]]:
         """Map item indices ``[B, N]`` to keys; ``-1`` (no item) is dropped. One host copy per call."""
         return [[self.keys[i] for i in row if i >= 0] for row in items.tolist()]

@@ -226,11 +226,7 @@ class GRPOModule(pl.LightningModule):
         self.catalog = catalog
         self._sft_metadata = dict(metadata or {})
         self.trie = SIDTrie.from_catalog(catalog, tokenizer.get_vocab(), tokenizer.eos_token_id)
-        index = self.trie.key_index()
-        item_to_key = torch.full((max(catalog.item_ids) + 1,), -1, dtype=torch.long)
-        for item in catalog:
-            item_to_key[item.item_id] = index[item.sid]
-        self.register_buffer("item_to_key", item_to_key, persistent=False)
+        self.register_buffer("item_to_key", self.trie.catalog_item_index(catalog), persistent=False)
         if "semantic" in self.reward_weights:
             self._semantic = SemanticReward(self.semantic_embeddings, catalog)
 
