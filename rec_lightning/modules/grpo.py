@@ -38,7 +38,7 @@ from rec_lightning.modules.export import load_for_inference, save_final_checkpoi
 from rec_lightning.modules.lora import LoraOptions, is_adapter_model, merge_adapter
 from rec_lightning.modules.optim import OptimizerOptions, build_optimizer
 from rec_lightning.modules.reference import PolicyMode, build_policy, reference_model, sync_reference
-from rec_lightning.modules.sft import response_loss_sum
+from rec_lightning.modules.sft import _as, response_loss_sum
 from rec_lightning.rewards import RANK_AWARE, REWARDS, SemanticReward, combine_rewards
 from rec_lightning.trie import SIDTrie
 
@@ -102,12 +102,6 @@ class Rollout:
     advantages: torch.Tensor  # [B x G]
     ref_logp: torch.Tensor | None  # [B x G, C]
     old_logp: torch.Tensor | None = None  # [B x G, C], filled on the first pass when num_iterations > 1
-
-
-def _as(cls, value):
-    if value is None:
-        return cls()
-    return cls(**value) if isinstance(value, dict) else dataclasses.replace(value)
 
 
 class GRPOModule(pl.LightningModule):
