@@ -54,26 +54,19 @@ def _sequence_task(task: str) -> Callable[..., list[Example]]:
     return build
 
 
-def title_to_sid(records: Sequence[SequenceRecord], catalog: ItemCatalog, category_name: str) -> list[Example]:
-    """One ``title -> SID`` example per catalog item that has a title."""
-    template = get_template("title_to_sid")
-    return [
-        Example("title_to_sid", template.render(title=item.title, category=category_name), item.sid,
-                item.item_id, item.sid, item.item_id)
-        for item in catalog
-        if item.title
-    ]
+def _item_task(task: str) -> Callable[..., list[Example]]:
+    def build(records: Sequence[SequenceRecord], catalog: ItemCatalog, category_name: str) -> list[Example]:
+        template = get_template(task)
+        return [
+            Example(task, template.render(title=item.title, sid=item.sid, category=category_name),
+                    item.sid if template.response == "sid" else item.title, item.item_id, item.sid, item.item_id)
+            for item in catalog
+            if item.title
+        ]
 
-
-def sid_to_title(records: Sequence[SequenceRecord], catalog: ItemCatalog, category_name: str) -> list[Example]:
-    """One ``SID -> title`` example per catalog item that has a title."""
-    template = get_template("sid_to_title")
-    return [
-        Example("sid_to_title", template.render(sid=item.sid, category=category_name), item.title,
-                item.item_id, item.sid, item.item_id)
-        for item in catalog
-        if item.title
-    ]
+    build.__name__ = task
+    build.__doc__ = f"One ``{task}`` example per catalog item that has a title."
+    return build
 
 
 TASKS: dict[str, Callable[[Sequence[SequenceRecord], ItemCatalog, str], list[Example]]] = {
@@ -81,8 +74,8 @@ TASKS: dict[str, Callable[[Sequence[SequenceRecord], ItemCatalog, str], list[Exa
     "title_history_to_sid": _sequence_task("title_history_to_sid"),
     "sid_history_to_title": _sequence_task("sid_history_to_title"),
     "title_history_to_title": _sequence_task("title_history_to_title"),
-    "title_to_sid": title_to_sid,
-    "sid_to_title": sid_to_title,
+    "title_to_sid": _item_task("title_to_sid"),
+    "sid_to_title": _item_task("sid_to_title"),
 }
 
 # MiniOneRec's SFT mix (its five datasets), with the answer leak fixed.
