@@ -41,12 +41,16 @@ class RankingEvaluation(pl.Callback):
         prog_bar: metrics also shown on the progress bar.
         test_num_beams: beam width at test time.
         test_output_dir: where the test writes its JSON files (default ``<log_dir or root>/test_results``).
+        validation_output_dir: if set, every ranking validation also writes its ``eval_results.json`` and
+            ``metrics.json`` (the ``evaluate`` format) to ``<validation_output_dir>/step_<global step>/``, so a
+            run's rankings can be inspected, or compared with ``evaluate`` on a saved checkpoint.
     """
 
     def __init__(self, num_beams: int = 20, limit: int | None = None, seed: int = 0, every_n_validations: int = 1,
                  split: str = "valid", batch_size: int | None = None, renormalize: bool = False,
                  ks: Sequence[int] = DEFAULT_KS, prog_bar: Sequence[str] = ("hr@10", "ndcg@10"),
-                 test_num_beams: int = 50, test_output_dir: str | None = None) -> None:
+                 test_num_beams: int = 50, test_output_dir: str | None = None,
+                 validation_output_dir: str | None = None) -> None:
         if every_n_validations < 1:
             raise ValueError(f"every_n_validations must be >= 1, got {every_n_validations}")
         self.num_beams = num_beams
@@ -60,6 +64,7 @@ class RankingEvaluation(pl.Callback):
         self.prog_bar = tuple(prog_bar)
         self.test_num_beams = test_num_beams
         self.test_output_dir = test_output_dir
+        self.validation_output_dir = validation_output_dir
         self.validations_seen = 0
         self.last_metrics: dict[str, float] = {}
         self._test: RankingEvaluator | None = None
@@ -103,7 +108,8 @@ class RankingEvaluation(pl.Callback):
             return
         datamodule = self._datamodule(trainer)
         model = self._language_model(pl_module)
-        evaluator = self._evaluator(datamodule, self.num_beams, keep_predictions=False).to(pl_module.device)
+        keep = self.validation_output_dir is not None
+        evaluator = self._evaluator(datamodule, self.num_beams, keep_predictions=keep).to(pl_module.device)
         loader = datamodule.generation_dataloader(self.split, limit=self.limit, seed=self.seed,
                                                   batch_size=self.batch_size)
         was_training = model.training
@@ -113,6 +119,12 @@ class RankingEvaluation(pl.Callback):
         model.train(was_training)
         self.last_metrics = evaluator.compute()
         self._log(pl_module, "val", self.last_metrics)
+        if keep:
+            examples = loader.dataset.examples
+            records = evaluator.records([e.prompt for e in examples], [e.row for e in examples])
+            if trainer.is_global_zero:
+                write_results(Path(self.validation_output_dir) / f"step_{trainer.global_step}", records,
+                              {**self.last_metrics, "split": self.split, "global_step": trainer.global_step})
         log.info("ranking on %d %s rows at beam %d: %s", self.last_metrics["count"], self.split, self.num_beams,
                  {k: round(v, 4) for k, v in self.last_metrics.items() if k.startswith(("hr@10", "ndcg@10"))})
 

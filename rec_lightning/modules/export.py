@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 import rec_lightning
+from rec_lightning.data.tokenizer import load_tokenizer, save_tokenizer, verify_saved_tokenizer
 from rec_lightning.modules.backbone import BackboneOptions, add_sid_tokens, build_backbone
 from rec_lightning.modules.lora import base_without_adapter, is_adapter_model, load_adapter, merge_adapter, save_adapter
 
@@ -86,8 +87,8 @@ def save_final_checkpoint(model, tokenizer, output_dir: str | Path, metadata: di
             _save_plain(model, staging)
             metadata["format"] = "full"
             metadata["base_dir"] = None
-        tokenizer.save_pretrained(str(staging))
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        save_tokenizer(tokenizer, staging, metadata["sid_tokens"])  # last: proves the folder reloads it identically
         _replace_dir(staging, output_dir)
     finally:
         if staging.exists():
@@ -201,15 +202,16 @@ def load_for_inference(checkpoint_dir: str | Path, dtype: str | torch.dtype | No
     Raises:
         CheckpointMismatchError: vocabulary, tokenizer or SID index do not match.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     checkpoint_dir = Path(checkpoint_dir)
     metadata = read_metadata(checkpoint_dir) or {}
-    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
+    tokenizer = load_tokenizer(checkpoint_dir, verify=False)
     dtype_name = str(dtype).replace("torch.", "") if dtype is not None else None
     if metadata:
         _check_tokenizer(tokenizer, metadata)
         check_sid_index(metadata, catalog)
+    verify_saved_tokenizer(tokenizer, checkpoint_dir)
     if metadata.get("format") == "adapter":
         if metadata.get("base_dir"):
             base = AutoModelForCausalLM.from_pretrained(str(checkpoint_dir / metadata["base_dir"]),
@@ -262,6 +264,6 @@ def export_merged(checkpoint_dir: str | Path, output_dir: str | Path, dtype: str
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     _save_plain(merged, staging)
-    tokenizer.save_pretrained(str(staging))
+    save_tokenizer(tokenizer, staging)
     _replace_dir(staging, output_dir)
     return output_dir

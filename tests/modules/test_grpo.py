@@ -16,12 +16,15 @@ TINY = {"model_type": "qwen2", "hidden_size": 32, "intermediate_size": 64, "num_
         "tie_word_embeddings": True}
 
 
+TRAINED: dict = {}
+
+
 @pytest.fixture(scope="module")
 def sft_dirs(demo_dir, tmp_path_factory):
     """Untrained SFT final checkpoints in lora and full mode, plus the data module's cache folder."""
     cache = tmp_path_factory.mktemp("cache")
     dm = RecDataModule(data_dir=str(demo_dir), category="Demo_Shop", cache_dir=str(cache))
-    out = {}
+    out, trained = {}, {}
     for mode in ("lora", "full"):
         torch.manual_seed(0)
         module = SFTModule(backbone={"config": TINY}, finetune=mode, lora={"r": 4, "alpha": 8, "dropout": 0.0})
@@ -32,6 +35,8 @@ def sft_dirs(demo_dir, tmp_path_factory):
                     if parameter.requires_grad:
                         parameter.add_(0.05 * torch.randn_like(parameter))
         out[mode] = module.save_final_checkpoint(tmp_path_factory.mktemp(mode) / "final_checkpoint")
+        trained[mode] = module
+    TRAINED.update(modules=trained, tokenizer=dm.tokenizer)  # the in-process SFT modules and training tokenizer
     return out, cache
 
 
@@ -67,6 +72,28 @@ def test_reference_logprobs_equal_the_sft_model(sft_dirs, demo_dir, mode):
         with torch.no_grad():
             policy = completion_logprobs(module.model, rollout.prompt_ids, rollout.prompt_mask, rollout.completions, 4)
         assert torch.allclose(policy, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_reference_is_the_trained_sft_model_on_the_prompts_it_was_trained_on(sft_dirs, demo_dir, mode):
+    """Across the save/load boundary: GRPO's prompts (tokenizer reloaded from the SFT checkpoint) are the ids
+    the SFT training tokenizer gives, and the reference's log-probs are the in-process SFT model's."""
+    from rec_lightning.data.dataset import encode_prompts
+
+    dirs, cache = sft_dirs
+    dm = rl_datamodule(demo_dir, cache, dirs[mode])
+    module = built_module(dm, dirs[mode], finetune=mode, group={"size": 4}, loss={"beta": 0.1})
+    batch = next(iter(dm.train_dataloader()))
+    rollout, _ = module.rollout(batch)
+    examples = [dm.datasets["train"].examples[i] for i in batch["index"].tolist()]
+    trained_ids = encode_prompts(TRAINED["tokenizer"], [e.prompt for e in examples])
+    rl_ids = [row[mask.bool()].tolist() for row, mask in zip(rollout.prompt_ids, rollout.prompt_mask)]
+    assert rl_ids == trained_ids
+    sft_model = TRAINED["modules"][mode].model
+    sft_model.eval()
+    with torch.no_grad():
+        expected = completion_logprobs(sft_model, rollout.prompt_ids, rollout.prompt_mask, rollout.completions, 4)
+    assert torch.allclose(rollout.ref_logp, expected, atol=1e-5)
 
 
 def fit_steps(module, dm, steps, tmp_path):
