@@ -18,6 +18,12 @@ the answer never appears in the prompt; the next-item prompt is the same in ever
 ("recetenly", "palyed", "itemss", "items items") and the video-game wording are gone; the stray
 space after "User Input:" is dropped; a SID response ends with EOS directly (no ``\\n`` before
 it), so constrained decoding costs exactly one forward pass per SID level after the prefill.
+
+Compact templates (``*_compact``) drop the frame for models trained from scratch, which have no
+use for instructions: the history's SID tokens back to back (each item starts with its level-``a``
+token, so no separator is needed), then ``"\\n"``. The Alpaca frame is ~95% of a next-item example's
+tokens, so an epoch costs a fraction of a framed one. Which template the next-item prompt of a run
+uses (SFT validation, evaluation, GRPO) is the data module's ``next_item_task``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ PREAMBLE = (
     "context. Write a response that appropriately completes the request.\n\n"
 )
 RESPONSE_MARKER = "### Response:\n"
+COMPACT_END = "\n"  # ends a compact prompt: the response follows
 
 
 @dataclass(frozen=True)
@@ -44,10 +51,18 @@ class PromptTemplate:
     instruction: str
     input: str
     response: str  # "sid" or "title": what the answer is
+    framed: bool = True  # False: the input alone, then COMPACT_END (no preamble, instruction or markers)
+    history_separator: str = ", "  # between history items, see join_history
 
     def render(self, **fields: str) -> str:
-        """The full prompt text, ending in ``"### Response:\\n"``."""
+        """The full prompt text, ending in ``"### Response:\\n"`` (framed) or ``"\\n"`` (compact)."""
+        if not self.framed:
+            return self.input.format(**fields) + COMPACT_END
         return render_prompt(self.instruction.format(**fields), self.input.format(**fields))
+
+    def join_history(self, sids: Sequence[str]) -> str:
+        """History SIDs as this template shows them (``", "``-separated, or back to back when compact)."""
+        return self.history_separator.join(sids)
 
 
 def render_prompt(instruction: str, input_text: str) -> str:
@@ -110,6 +125,21 @@ TEMPLATES: dict[str, PromptTemplate] = {
             instruction="Answer the question about item identification.",
             input='What is the title of item "{sid}"?',
             response="title",
+        ),
+        PromptTemplate(
+            name="sid_history_to_sid_compact",
+            instruction="",
+            input="{history_sids}",
+            response="sid",
+            framed=False,
+            history_separator="",
+        ),
+        PromptTemplate(
+            name="title_to_sid_compact",
+            instruction="",
+            input="{title}",
+            response="sid",
+            framed=False,
         ),
     )
 }

@@ -152,3 +152,50 @@ def describe_case(summary: RunSummary, position: int, title_of_sid: Callable[[st
     for index, sid in enumerate(record["predict"][:top]):
         lines.append(f"    {index + 1}. {clean_prediction(sid)}{quoted(title(clean_prediction(sid), index))}")
     return "\n".join(lines)
+
+
+PAIRED_METRICS = ("hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "mrr")
+
+
+def paired_comparison(first: RunSummary, second: RunSummary, metrics: Sequence[str] = PAIRED_METRICS,
+                      num_samples: int = 10_000, seed: int = 0) -> list:
+    """Paired bootstrap 95% intervals (and sign-flip p-values) of ``second - first`` per metric.
+
+    Rows are matched by their ``row`` field (by position for records without one); both runs must hold
+    the same rows with the same targets.
+
+    Raises:
+        ValueError: the runs do not cover the same rows and targets, naming the first difference.
+    """
+    from rec_lightning.significance import compare_ranks
+
+    def keyed(summary: RunSummary) -> dict:
+        return {record.get("row", position): (record["output"].strip(' \n"'), rank)
+                for position, (record, rank) in enumerate(zip(summary.records, summary.ranks))}
+
+    a, b = keyed(first), keyed(second)
+    if a.keys() != b.keys():
+        missing = sorted(set(a) ^ set(b))[:3]
+        raise ValueError(f"{first.name} and {second.name} cover different rows (e.g. {missing}): a paired comparison "
+                         "needs both evaluated on the same split and rows (same --split, --limit and --seed)")
+    rows = sorted(a)
+    for row in rows:
+        if a[row][0] != b[row][0]:
+            raise ValueError(f"row {row} has target {a[row][0]} in {first.name} but {b[row][0]} in {second.name}: "
+                             "not the same data")
+    num_beams = min(first.metrics.get("num_beams", 50), second.metrics.get("num_beams", 50))
+    usable = [m for m in metrics if m == "mrr" or int(m.split("@")[1]) <= num_beams]
+    return compare_ranks([a[r][1] for r in rows], [b[r][1] for r in rows], usable, num_samples=num_samples, seed=seed)
+
+
+def format_paired(first: RunSummary, second: RunSummary, comparisons: Sequence) -> str:
+    """A table of each metric's difference with its interval and p-value."""
+    lines = [f"{second.name} vs {first.name} on {comparisons[0].count} paired rows (bootstrap 95% interval, "
+             "paired sign-flip p-value):",
+             f"{'metric':<10}{first.name[:12]:>12}{second.name[:12]:>12}{'difference':>12}{'relative':>10}"
+             f"{'95% interval':>24}{'p':>8}"]
+    for c in comparisons:
+        relative = f"{100 * c.relative:+.1f}%" if c.relative == c.relative else "n/a"
+        lines.append(f"{c.metric:<10}{c.mean_a:>12.4f}{c.mean_b:>12.4f}{c.difference:>+12.4f}{relative:>10}"
+                     f"{f'[{c.ci_low:+.4f}, {c.ci_high:+.4f}]':>24}{c.p_value:>8.4f}")
+    return "\n".join(lines)

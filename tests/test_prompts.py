@@ -82,3 +82,18 @@ def test_category_display_name():
 def test_unknown_task():
     with pytest.raises(KeyError, match="unknown task 'nope'; known tasks"):
         build_examples("nope", [RECORD], CATALOG, CATEGORY)
+
+
+def test_compact_prompts_are_the_history_tokens_then_a_newline():
+    (example,) = build_examples("sid_history_to_sid_compact", [RECORD], CATALOG, CATEGORY)
+    assert example.prompt == "<a_1><b_2><c_3><a_1><b_2><c_4>\n"
+    assert (example.response, example.target_item_id, example.row) == ("<a_5><b_0><c_0>", 2, 4)
+    examples = build_examples("title_to_sid_compact", [], CATALOG, CATEGORY)
+    assert [(e.prompt, e.response) for e in examples][2] == ("Drill\n", "<a_5><b_0><c_0>")
+
+
+def test_next_item_task_selects_the_compact_prompt_and_rejects_others():
+    compact = next_item_example(RECORD, CATEGORY, "sid_history_to_sid_compact")
+    assert compact == build_examples("sid_history_to_sid_compact", [RECORD], CATALOG, CATEGORY)[0]
+    with pytest.raises(ValueError, match="next_item_task must be one of"):
+        next_item_example(RECORD, CATEGORY, "sid_history_to_title")

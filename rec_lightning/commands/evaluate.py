@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--category", default=None, help="file-name category (default: the only one present)")
     parser.add_argument("--category_name", default=None, help="words used in prompts (default: from the checkpoint "
                         "metadata, else derived from the category)")
+    parser.add_argument("--next_item_task", default=None, help="the next-item prompt (default: the one recorded in "
+                        "the checkpoint, else sid_history_to_sid)")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
     parser.add_argument("--num_beams", type=int, default=50)
     parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS), help="cut-offs K (<= num_beams)")
@@ -71,12 +73,14 @@ def evaluate(fabric, args: argparse.Namespace) -> dict:
     from rec_lightning.data.datamodule import RecDataModule
     from rec_lightning.evaluation import RankingEvaluator, write_results
     from rec_lightning.modules.export import load_for_inference, read_metadata
+    from rec_lightning.prompts import NEXT_ITEM
 
     metadata = read_metadata(args.checkpoint) or {}
     datamodule = RecDataModule(data_dir=args.data_dir, category=args.category,
                                category_name=args.category_name or metadata.get("category_name"),
                                tokenizer=str(args.checkpoint),
                                max_length=args.max_length or metadata.get("max_length", 512),
+                               next_item_task=args.next_item_task or metadata.get("next_item_task", NEXT_ITEM),
                                eval_batch_size=args.batch_size)
     if args.data_dir is None and fabric.is_global_zero:
         datamodule.prepare_data()

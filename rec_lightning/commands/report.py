@@ -4,20 +4,31 @@
         --names SFT RL --output outputs/report [--data_dir ../shared/data/Amazon --category ...]
 
 Prints HR@K and NDCG@K at every K, MRR, the mean rank of hits, the invalid count and each run's
-change against the first; then some correct and incorrect cases with titles. Writes ``report.json``
+change against the first; for runs on the same rows, each later run's paired difference from the first
+with a bootstrap 95% interval and a paired p-value; then some correct and incorrect cases with titles. Writes ``report.json``
 and ``report.png`` (HR@K and NDCG@K per run) into ``--output``, each atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from rec_lightning.reporting import (RunSummary, describe_case, format_table, load_records, metric_names, pick_cases,
-                                     summarize)
+from rec_lightning.reporting import (
+    RunSummary,
+    describe_case,
+    format_paired,
+    format_table,
+    load_records,
+    metric_names,
+    paired_comparison,
+    pick_cases,
+    summarize,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +68,15 @@ def main(argv: Sequence[str]) -> None:
         if catalog is not None else None
 
     print(format_table(summaries))
+    paired = {}
+    for summary in summaries[1:]:
+        try:
+            comparisons = paired_comparison(summaries[0], summary, seed=args.seed)
+        except ValueError as err:
+            print(f"\nno paired comparison of {summary.name} with {summaries[0].name}: {err}")
+            continue
+        paired[summary.name] = [dataclasses.asdict(c) for c in comparisons]
+        print("\n" + format_paired(summaries[0], summary, comparisons))
     for summary in summaries:
         hits, misses = pick_cases(summary, args.cases, args.seed)
         for label, rows in (("correct", hits), ("incorrect", misses)):
@@ -69,7 +89,8 @@ def main(argv: Sequence[str]) -> None:
     from rec_lightning.evaluation import write_json_atomic
 
     report = {"runs": [{"name": s.name, "file": str(Path(p).resolve()), "metrics": s.metrics}
-                       for s, p in zip(summaries, args.results)]}
+                       for s, p in zip(summaries, args.results)],
+              "paired_vs_first": paired}
     json_path = write_json_atomic(output / "report.json", report)
     png_path = plot_metrics(summaries, output / "report.png")
     print(f"\nwrote {json_path} and {png_path}")

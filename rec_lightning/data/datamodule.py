@@ -23,7 +23,14 @@ from rec_lightning.data.dataset import RecDataset
 from rec_lightning.data.demo import DEMO_CATEGORY, make_demo_data
 from rec_lightning.data.records import RecData, load_rec_data
 from rec_lightning.data.sampling import EpochShuffleSampler, LengthGroupedSampler, ShardSampler, sample_task_mix
-from rec_lightning.data.tasks import DEFAULT_TRAIN_TASKS, TASKS, Example, build_examples, next_item_example
+from rec_lightning.data.tasks import (
+    DEFAULT_TRAIN_TASKS,
+    NEXT_ITEM_TASKS,
+    TASKS,
+    Example,
+    build_examples,
+    next_item_example,
+)
 from rec_lightning.data.tokenizer import add_sid_tokens, cached_data_tokenizer, load_tokenizer
 from rec_lightning.errors import DataValidationError
 from rec_lightning.layout import available_categories
@@ -80,6 +87,13 @@ class RecDataModule(pl.LightningDataModule):
         train_format: ``sft`` yields prompt + response with labels (teacher forcing); ``prompts`` yields
             left-padded prompts with their targets only, for RL (GRPO), where only tasks whose answer
             is a SID may be weighted.
+        history_loss: also train on predicting each history item from the ones before it (the
+            prompt's SID tokens get labels, as in SASRec): many more training signals per example, for
+            models trained from scratch on compact prompts. Training only; validation loss stays on the
+            response.
+        next_item_task: the run's next-item prompt, used for validation, generation, evaluation and
+            GRPO: ``sid_history_to_sid`` (MiniOneRec's framed prompt) or ``sid_history_to_sid_compact``
+            (history SIDs only, for models trained from scratch). Recorded in the final checkpoint.
     """
 
     def __init__(
@@ -100,12 +114,20 @@ class RecDataModule(pl.LightningDataModule):
         demo_seed: int = 0,
         demo_num_users: int = 500,
         train_format: Literal["sft", "prompts"] = "sft",
+        next_item_task: str = NEXT_ITEM,
+        history_loss: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if train_format not in ("sft", "prompts"):
             raise ValueError(f"train_format must be 'sft' or 'prompts', got {train_format!r}")
-        default_tasks = DEFAULT_TRAIN_TASKS if train_format == "sft" else {NEXT_ITEM: 1.0}
+        if next_item_task not in NEXT_ITEM_TASKS:
+            raise ValueError(f"next_item_task must be one of {list(NEXT_ITEM_TASKS)}, got {next_item_task!r}")
+        self.next_item_task = next_item_task
+        if history_loss and train_format != "sft":
+            raise ValueError("history_loss needs train_format='sft' (it labels prompt tokens for teacher forcing)")
+        self.history_loss = history_loss
+        default_tasks = DEFAULT_TRAIN_TASKS if train_format == "sft" else {next_item_task: 1.0}
         self.train_tasks = dict(default_tasks if train_tasks is None else train_tasks)
         unknown = sorted(set(self.train_tasks) - set(TASKS))
         if unknown:
@@ -176,7 +198,8 @@ class RecDataModule(pl.LightningDataModule):
         tokenizer = self.tokenizer
         if "train" in splits and "train" not in self.datasets:
             self.datasets["train"] = RecDataset(self.train_examples(), tokenizer, self.max_length,
-                                                with_response=self.train_format == "sft")
+                                                with_response=self.train_format == "sft",
+                                                prompt_label_ids=self.sid_token_ids if self.history_loss else None)
         if "valid" in splits and stage in (None, "fit", "validate") and "valid" not in self.datasets:
             self.datasets["valid"] = RecDataset(self.generation_examples("valid"), tokenizer, self.max_length)
 
@@ -231,8 +254,8 @@ class RecDataModule(pl.LightningDataModule):
         return examples
 
     def generation_examples(self, split: str) -> list[Example]:
-        """Canonical next-item examples of a split, in file order."""
-        return [next_item_example(record, self.category_name) for record in self._records(split)]
+        """The run's next-item examples (``next_item_task``) of a split, in file order."""
+        return [next_item_example(record, self.category_name, self.next_item_task) for record in self._records(split)]
 
     def _records(self, split: str):
         if self.data is None or split not in self.data.splits:

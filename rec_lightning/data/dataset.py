@@ -1,7 +1,9 @@
 """One dataset class for every task and stage: examples tokenized once, loss on the response only.
 
 ``input_ids = prompt_ids + response_ids + [eos]`` and ``labels = [-100] * len(prompt_ids) +
-response_ids + [eos]``. Over-long examples lose tokens from the *left* of the prompt; the response
+response_ids + [eos]``; with ``prompt_label_ids`` the prompt's tokens of those ids (the history's SID
+tokens) are labelled too, so a causal LM also learns to predict every history item from the ones
+before it, as SASRec does. Over-long examples lose tokens from the *left* of the prompt; the response
 is always kept whole (an example whose response alone does not fit raises an error). Without a
 response (generation), an item is the prompt alone.
 """
@@ -9,7 +11,7 @@ response (generation), an item is the prompt alone.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Collection, Sequence
 
 import torch
 
@@ -81,17 +83,21 @@ class RecDataset(torch.utils.data.Dataset):
         tokenizer: a Hugging Face tokenizer with the SID tokens added and an EOS token.
         max_length: longest sequence (prompt + response + EOS); prompts are cut from the left.
         with_response: False for generation (prompt only, no labels).
+        prompt_label_ids: token ids that also get a label where they occur in the prompt (e.g. the SID
+            token ids: the loss then covers each history item too); None = loss on the response only.
 
     Raises:
         ValueError: a tokenizer without EOS, or a response longer than ``max_length``.
     """
 
-    def __init__(self, examples: Sequence[Example], tokenizer, max_length: int = 512, with_response: bool = True) -> None:
+    def __init__(self, examples: Sequence[Example], tokenizer, max_length: int = 512, with_response: bool = True,
+                 prompt_label_ids: Collection[int] | None = None) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; set tokenizer.eos_token before building datasets")
         self.examples = list(examples)
         self.max_length = max_length
         self.with_response = with_response
+        self.prompt_label_ids = frozenset(prompt_label_ids) if prompt_label_ids else None
         prompts = encode_prompts(tokenizer, [e.prompt for e in self.examples])
         responses = encode_responses(tokenizer, [e.response for e in self.examples]) if with_response else None
         self.input_ids: list[list[int]] = []
@@ -127,5 +133,9 @@ class RecDataset(torch.utils.data.Dataset):
         item = {"input_ids": ids, "index": index, "target_item_id": -1 if target is None else target}
         if self.with_response:
             n_prompt = self.num_prompt_tokens[index]
-            item["labels"] = [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
+            if self.prompt_label_ids is None:
+                prompt_labels = [IGNORE_INDEX] * n_prompt
+            else:
+                prompt_labels = [i if i in self.prompt_label_ids else IGNORE_INDEX for i in ids[:n_prompt]]
+            item["labels"] = prompt_labels + ids[n_prompt:]
         return item

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from rec_lightning.data.records import SequenceRecord
-from rec_lightning.prompts import NEXT_ITEM, get_template, join_sids, join_titles
+from rec_lightning.prompts import NEXT_ITEM, get_template, join_titles
 from rec_lightning.sid import ItemCatalog
 
 
 @dataclass(frozen=True)
 class Example:
-    """A prompt and its response text (no EOS); the prompt ends in ``"### Response:\\n"``."""
+    """A prompt and its response text (no EOS); the prompt ends in ``"### Response:\\n"`` (``"\\n"`` if compact)."""
 
     task: str
     prompt: str
@@ -31,7 +31,7 @@ class Example:
 def _sequence_example(task: str, record: SequenceRecord, category_name: str, catalog: ItemCatalog | None) -> Example:
     template = get_template(task)
     prompt = template.render(
-        history_sids=join_sids(record.history_sids),
+        history_sids=template.join_history(record.history_sids),
         history_titles=join_titles(record.history_titles),
         category=category_name,
     )
@@ -40,9 +40,15 @@ def _sequence_example(task: str, record: SequenceRecord, category_name: str, cat
     return Example(task, prompt, response, record.item_id, record.item_sid, record.row, record.history_item_ids)
 
 
-def next_item_example(record: SequenceRecord, category_name: str) -> Example:
-    """The canonical next-item example (SID history -> next SID), used by SFT, GRPO and evaluation."""
-    return _sequence_example(NEXT_ITEM, record, category_name, None)
+def next_item_example(record: SequenceRecord, category_name: str, task: str = NEXT_ITEM) -> Example:
+    """The next-item example (SID history -> next SID) of a run, used by SFT validation, GRPO and evaluation.
+
+    Args:
+        task: a SID-history task with a SID answer (:data:`NEXT_ITEM_TASKS`).
+    """
+    if task not in NEXT_ITEM_TASKS:
+        raise ValueError(f"next_item_task must be one of {list(NEXT_ITEM_TASKS)}, got {task!r}")
+    return _sequence_example(task, record, category_name, None)
 
 
 def _sequence_task(task: str) -> Callable[..., list[Example]]:
@@ -76,7 +82,12 @@ TASKS: dict[str, Callable[[Sequence[SequenceRecord], ItemCatalog, str], list[Exa
     "title_history_to_title": _sequence_task("title_history_to_title"),
     "title_to_sid": _item_task("title_to_sid"),
     "sid_to_title": _item_task("sid_to_title"),
+    "sid_history_to_sid_compact": _sequence_task("sid_history_to_sid_compact"),
+    "title_to_sid_compact": _item_task("title_to_sid_compact"),
 }
+
+#: Tasks that can serve as a run's next-item prompt (validation, evaluation, GRPO).
+NEXT_ITEM_TASKS = (NEXT_ITEM, "sid_history_to_sid_compact")
 
 # MiniOneRec's SFT mix (its five datasets), with the answer leak fixed.
 DEFAULT_TRAIN_TASKS: dict[str, float] = {

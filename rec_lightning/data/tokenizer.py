@@ -38,7 +38,8 @@ class TokenizerMismatchError(ValueError):
 
 def training_texts(catalog: ItemCatalog, category_name: str) -> list[str]:
     """Text a data set's tokenizer learns from: item titles, descriptions and the prompt frames."""
-    frames = [t.render(history_sids="", history_titles="", category=category_name, sid="", title="") for t in TEMPLATES.values()]
+    frames = [t.render(history_sids="", history_titles="", category=category_name, sid="", title="")
+              for t in TEMPLATES.values() if t.framed]
     return frames * 50 + [item.title for item in catalog] + [item.description for item in catalog if item.description]
 
 
@@ -124,7 +125,7 @@ def tokenizer_probes(sid_tokens: Sequence[str] = ()) -> list[str]:
         levels.setdefault(token[:3], []).append(token)
     first = "".join(tokens[0] for tokens in levels.values())
     last = "".join(tokens[-1] for tokens in levels.values())
-    fields = {"history_sids": f"{first}, {last}", "history_titles": '"Caf\u00e9 12-Pack, 3/8\\" Drill", "T\u00fcv"',
+    fields = {"history_sids": f"{first}, {last}{first}", "history_titles": '"Caf\u00e9 12-Pack, 3/8\\" Drill", "T\u00fcv"',
               "category": "industrial and scientific items", "sid": first, "title": "Ca\u0301fe\u0301 Tool (2 pcs)"}
     frames = [template.render(**fields) for template in TEMPLATES.values()]
     edges = ["?\n\n###", "a\n\n\nb  c   d\t\te", "1234567 89.5mm", "e\u0301 \u00e9 \ufb01 \u2163 \u00bd",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +37,10 @@ from rec_lightning.logprobs import completion_logprobs
 from rec_lightning.losses import LossType, RewardScaling, group_advantages, policy_loss
 from rec_lightning.modules.export import load_for_inference, save_final_checkpoint
 from rec_lightning.modules.lora import LoraOptions, is_adapter_model, merge_adapter
-from rec_lightning.modules.optim import OptimizerOptions, build_optimizer
+from rec_lightning.modules.optim import OptimizerOptions, build_optimizer, time_budget_fraction
 from rec_lightning.modules.reference import PolicyMode, build_policy, reference_model, sync_reference
 from rec_lightning.modules.sft import _as, response_loss_sum
+from rec_lightning.prompts import NEXT_ITEM
 from rec_lightning.rewards import RANK_AWARE, REWARDS, SemanticReward, combine_rewards
 from rec_lightning.trie import SIDTrie
 
@@ -203,6 +205,11 @@ class GRPOModule(pl.LightningModule):
             raise RuntimeError("GRPOModule needs a RecDataModule (train_format='prompts') passed to Trainer.fit, or "
                                "call module.build(sft_model, tokenizer, catalog) first")
         model, tokenizer, metadata = load_for_inference(self.sft_checkpoint, catalog=datamodule.catalog)
+        trained_on = metadata.get("next_item_task", NEXT_ITEM)
+        if getattr(datamodule, "next_item_task", NEXT_ITEM) != trained_on:
+            raise ValueError(f"the SFT checkpoint was trained with next_item_task={trained_on!r}, but the data module "
+                             f"uses {datamodule.next_item_task!r}: set data.next_item_task to {trained_on!r}, so GRPO "
+                             "sees the prompt the SFT model learned")
         sid_tokens = datamodule.catalog.sid_tokens
         if datamodule.tokenizer.convert_tokens_to_ids(sid_tokens) != tokenizer.convert_tokens_to_ids(sid_tokens) or \
                 datamodule.tokenizer.eos_token_id != tokenizer.eos_token_id:
@@ -356,8 +363,9 @@ class GRPOModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict:
         batches = self.trainer.estimated_stepping_batches  # micro-batches (manual optimization)
-        steps = max(1, int(batches) // self.accumulate) * self.loss_options.num_iterations
-        return build_optimizer(self.model.named_parameters(), self.optimizer_options, steps)
+        steps = batches if math.isinf(batches) else max(1, int(batches) // self.accumulate) * self.loss_options.num_iterations
+        return build_optimizer(self.model.named_parameters(), self.optimizer_options, steps,
+                               time_budget_fraction(self.trainer))
 
     # ------------------------------------------------------------------ validation and test
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -26,7 +26,8 @@ from rec_lightning.data.dataset import IGNORE_INDEX
 from rec_lightning.modules.backbone import BackboneOptions, add_sid_tokens, build_backbone
 from rec_lightning.modules.export import build_metadata, save_final_checkpoint
 from rec_lightning.modules.lora import FinetuneMode, LoraOptions, apply_finetuning, count_parameters, unwrap_base
-from rec_lightning.modules.optim import OptimizerOptions, build_optimizer
+from rec_lightning.modules.optim import OptimizerOptions, build_optimizer, time_budget_fraction
+from rec_lightning.prompts import NEXT_ITEM
 
 #: ``test_step(module, batch, batch_idx)`` hook; the ranking evaluation registers one (see ``test_step``).
 TestStepFn = Callable[["SFTModule", dict, int], Any]
@@ -121,7 +122,8 @@ class SFTModule(pl.LightningModule):
         self.build(datamodule.tokenizer, datamodule.catalog.sid_tokens, datamodule.catalog.checksum())
         # recorded in the final checkpoint, so evaluation renders the same prompts
         self.data_settings = {"category": datamodule.category, "category_name": datamodule.category_name,
-                              "max_length": datamodule.max_length}
+                              "max_length": datamodule.max_length,
+                              "next_item_task": getattr(datamodule, "next_item_task", NEXT_ITEM)}
 
     def build(self, tokenizer, sid_tokens: list[str], sid_index_checksum: str | None = None) -> None:
         """Load or build the LM, add the SID rows and apply the fine-tuning mode.
@@ -204,7 +206,8 @@ class SFTModule(pl.LightningModule):
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self) -> dict:
         total = self.trainer.estimated_stepping_batches
-        return build_optimizer(self.model.named_parameters(), self.optimizer_options, total)
+        return build_optimizer(self.model.named_parameters(), self.optimizer_options, total,
+                               time_budget_fraction(self.trainer))
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

@@ -111,6 +111,35 @@ def test_report_reads_minionerec_records(tmp_path, capsys):
     assert "row 2: target <a_7><b_8><c_9>" in capsys.readouterr().out
 
 
+def test_report_gives_paired_intervals_through_the_cli(tmp_path):
+    """B finds the target at rank 0 on rows 0-3 where A missed it; rows 4-7 are alike. Per-row HR@3 differences
+    are [1, 1, 1, 1, 0, 0, 0, 0], so A = 0.375, B = 0.875, difference +0.5. A resample of 8 rows has mean k/8 for
+    k ones drawn with probability 1/2 each: P(k = 0) = 1/256 = 0.4% and P(k <= 1) = 9/256 = 3.5%, so the 2.5%
+    percentile is 1/8; by symmetry the 97.5% one is 7/8: the interval is [+0.125, +0.875]."""
+    sids = [f"<a_{i}><b_{i}><c_{i}>" for i in range(8)]
+
+    def records(hits):
+        out = []
+        for row, hit in enumerate(hits):
+            others = [s for s in sids if s != sids[row]]
+            out.append({"row": row, "input": "", "output": sids[row],
+                        "predict": [sids[row]] + others[:2] if hit else others[:3]})
+        return out
+
+    (tmp_path / "a.json").write_text(json.dumps(records([0, 0, 0, 0, 1, 1, 1, 0])))
+    (tmp_path / "b.json").write_text(json.dumps(records([1, 1, 1, 1, 1, 1, 1, 0])))
+    stdout = run("report", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--names", "A", "B",
+                 "--output", str(tmp_path / "report")).stdout
+    assert "B vs A on 8 paired rows" in stdout
+    paired = json.loads((tmp_path / "report" / "report.json").read_text())["paired_vs_first"]["B"]
+    hr3 = next(c for c in paired if c["metric"] == "hr@3")
+    assert (hr3["mean_a"], hr3["mean_b"], hr3["difference"]) == (0.375, 0.875, 0.5)
+    assert (hr3["ci_low"], hr3["ci_high"]) == (0.125, 0.875)
+    (tmp_path / "c.json").write_text(json.dumps(records([1, 1, 1])))
+    stdout = run("report", str(tmp_path / "a.json"), str(tmp_path / "c.json"), "--output", str(tmp_path / "r2")).stdout
+    assert "no paired comparison" in stdout and "different rows" in stdout
+
+
 def test_clear_errors(tmp_path):
     with pytest.raises(SystemExit, match="not a checkpoint folder"):
         evaluate_command.main(["--checkpoint", str(tmp_path), "--output", str(tmp_path / "o")])

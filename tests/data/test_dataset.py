@@ -75,3 +75,16 @@ def test_collator_right_and_left_padding():
 def test_collator_rejects_bad_side():
     with pytest.raises(ValueError, match="padding_side"):
         Collator(0, "middle")
+
+
+def test_history_loss_labels_the_prompts_sid_tokens_only(tokenizer):
+    """Compact prompt "<a_1><b_1><c_1>\\n" -> "<a_1><b_1><c_1>": the history SIDs get labels, the separator not."""
+    sid_ids = tokenizer.convert_tokens_to_ids(["<a_1>", "<b_1>", "<c_1>"])
+    dataset = RecDataset([example("<a_1><b_1><c_1>\n", "<a_1><b_1><c_1>")], tokenizer, max_length=64,
+                         prompt_label_ids=sid_ids)
+    item = dataset[0]
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    assert item["input_ids"] == sid_ids + newline + sid_ids + [tokenizer.eos_token_id]
+    assert item["labels"] == sid_ids + [-100] * len(newline) + sid_ids + [tokenizer.eos_token_id]
+    plain = RecDataset([example("<a_1><b_1><c_1>\n", "<a_1><b_1><c_1>")], tokenizer, max_length=64)[0]
+    assert plain["labels"] == [-100] * (3 + len(newline)) + sid_ids + [tokenizer.eos_token_id]

@@ -66,6 +66,41 @@ def test_lr_schedule_hand_values():
     assert OptimizerOptions(warmup_ratio=0.03).num_warmup_steps(1000) == 30
 
 
+def test_lr_schedule_follows_the_wall_time_budget():
+    # time only (steps unbounded): half the time used -> cosine 0.1 + 0.9 * (1 + cos(pi/2)) / 2 = 0.55
+    assert lr_multiplier(4, 2, math.inf, "cosine", 0.1, time_fraction=0.5) == pytest.approx(0.55)
+    # both budgets: whichever is closer to its end wins (steps 2/8 = 0.25 < time 0.5)
+    assert lr_multiplier(4, 2, 10, "cosine", 0.1, time_fraction=0.5) == pytest.approx(0.55)
+    assert lr_multiplier(4, 2, 10, "cosine", 0.1, time_fraction=0.1) == pytest.approx(0.86820, abs=1e-4)
+    assert lr_multiplier(4, 2, math.inf, "linear", 0.1, time_fraction=1.0) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="needs a budget.*max_time"):
+        build_optimizer(torch.nn.Linear(2, 2).named_parameters(), OptimizerOptions(), math.inf)
+    with pytest.raises(ValueError, match="warmup_ratio needs a step budget"):
+        OptimizerOptions(warmup_ratio=0.1).num_warmup_steps(math.inf)
+
+
+def test_max_time_sizes_the_schedule_through_lightnings_timer(monkeypatch):
+    from lightning.pytorch.callbacks import Timer
+
+    from rec_lightning.modules.optim import time_budget_fraction
+
+    timer = Timer(duration={"seconds": 100})
+    elapsed = {"train": 25.0}
+    monkeypatch.setattr(timer, "time_elapsed", lambda stage: elapsed[stage])
+    monkeypatch.setattr(timer, "time_remaining", lambda stage: 100 - elapsed[stage])
+    trainer = pl.Trainer(accelerator="cpu", max_time={"seconds": 100}, max_epochs=-1, logger=False, enable_checkpointing=False,
+                         callbacks=[timer])
+    fraction = time_budget_fraction(trainer)
+    config = build_optimizer(torch.nn.Linear(2, 2).named_parameters(), OptimizerOptions(lr=1.0, warmup_steps=0,
+                             min_lr_ratio=0.0), trainer.estimated_stepping_batches, fraction)
+    scheduler = config["lr_scheduler"]["scheduler"]
+    assert fraction() == 0.25
+    elapsed["train"] = 75.0
+    scheduler.step()  # lr follows time: (1 + cos(0.75 pi)) / 2 = 0.1464
+    assert config["optimizer"].param_groups[0]["lr"] == pytest.approx(0.14645, abs=1e-4)
+    assert time_budget_fraction(pl.Trainer(accelerator="cpu", max_steps=5, logger=False)) is None
+
+
 def test_weight_decay_skips_vectors():
     layer = torch.nn.Linear(3, 2)
     config = build_optimizer(layer.named_parameters(), OptimizerOptions(weight_decay=0.1), total_steps=10)
