@@ -6,6 +6,11 @@ spare padding rows, and the padding up to the multiple) is set to the mean of th
 rows, on the input side and, for untied heads, the output side. The result depends only on the base
 weights, so an adapter saved without embedding matrices reloads onto a freshly resized base exactly
 (the original left these rows random or inconsistent: defect 12).
+
+A model built from a config (random weights, ``init_seed``) already has a row for every SID token,
+initialised like every other row; those rows are kept (``keep_existing_sid_rows``). Setting them all
+to the mean would start every SID token with the same embedding, so that the model could not tell
+one history item from another until training had pulled them apart.
 """
 
 from __future__ import annotations
@@ -160,7 +165,7 @@ def backbone_config(options: BackboneOptions, tokenizer):
 
 
 def add_sid_tokens(model, tokenizer, sid_tokens: Sequence[str],
-                   pad_to_multiple_of: int = EMBEDDING_MULTIPLE) -> SidEmbeddingReport:
+                   pad_to_multiple_of: int = EMBEDDING_MULTIPLE, keep_existing_sid_rows: bool = False) -> SidEmbeddingReport:
     """Add SID tokens to the tokenizer (idempotent) and give the model deterministic rows for them.
 
     Rows to initialise: the SID ids, plus every row at or beyond ``len(tokenizer)`` (padding up to the
@@ -173,6 +178,8 @@ def add_sid_tokens(model, tokenizer, sid_tokens: Sequence[str],
         tokenizer: its tokenizer; SID tokens are added if missing.
         sid_tokens: e.g. ``catalog.sid_tokens``.
         pad_to_multiple_of: embedding rows are a multiple of this (64 suits tensor cores).
+        keep_existing_sid_rows: leave SID rows the model already has as they are (models built from a
+            config, whose rows are all random); only rows the resize creates are set to the mean.
 
     Returns:
         The SID ids and the row counts before and after.
@@ -188,7 +195,8 @@ def add_sid_tokens(model, tokenizer, sid_tokens: Sequence[str],
         with torch.random.fork_rng(devices=[]):
             model.resize_token_embeddings(new_rows, mean_resizing=False)
     sid_set = set(sid_ids)
-    rows = sorted(sid_set | set(range(min(len(tokenizer), old_rows), new_rows)) | set(range(old_rows, new_rows)))
+    new_sid_rows = {i for i in sid_set if i >= old_rows} if keep_existing_sid_rows else sid_set
+    rows = sorted(new_sid_rows | set(range(min(len(tokenizer), old_rows), new_rows)) | set(range(old_rows, new_rows)))
     reference = [i for i in range(min(old_rows, len(tokenizer))) if i not in sid_set]
     if not reference:
         raise ValueError("the tokenizer has no ordinary tokens to initialise the SID rows from")

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 
 from rec_lightning.data.dataset import IGNORE_INDEX
+from rec_lightning.data.tokenizer import add_sid_tokens as add_sid_tokens_to_tokenizer
 from rec_lightning.modules.backbone import BackboneOptions, add_sid_tokens, build_backbone
 from rec_lightning.modules.export import build_metadata, save_final_checkpoint
 from rec_lightning.modules.lora import FinetuneMode, LoraOptions, apply_finetuning, count_parameters, unwrap_base
@@ -133,8 +134,10 @@ class SFTModule(pl.LightningModule):
             sid_tokens: e.g. ``catalog.sid_tokens``.
             sid_index_checksum: ``catalog.checksum()``, recorded in the final checkpoint.
         """
+        if self.backbone_options.from_scratch:  # the config's vocabulary covers the SID tokens: random rows like all
+            add_sid_tokens_to_tokenizer(tokenizer, sid_tokens)
         base = build_backbone(self.backbone_options, tokenizer)
-        report = add_sid_tokens(base, tokenizer, sid_tokens)
+        report = add_sid_tokens(base, tokenizer, sid_tokens, keep_existing_sid_rows=self.backbone_options.from_scratch)
         self.model = apply_finetuning(base, self.finetune, self.lora_options, report.sid_token_ids)
         trainable, total = count_parameters(self.model)
         rank_zero_info(f"SFT: fine-tuning mode {self.finetune}, {trainable:,} trainable parameters of {total:,} "

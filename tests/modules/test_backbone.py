@@ -102,3 +102,21 @@ def test_adding_twice_changes_nothing(tokenizer):
 def test_gradient_checkpointing_option(tokenizer):
     model = build_backbone(tiny_options(gradient_checkpointing=True), tokenizer)
     assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+
+def test_from_scratch_sft_keeps_random_distinct_sid_rows():
+    """A model built from a config gets random SID rows like every other row (seeded), not 12 copies of the
+    mean: identical rows would make every history item look the same to the untrained model."""
+    from rec_lightning.modules.sft import SFTModule
+
+    rows = []
+    for _ in range(2):
+        tokenizer = make_tokenizer()  # no SID tokens yet: build() adds them before the config's vocabulary is set
+        module = SFTModule(backbone=tiny_options(tied=True), finetune="full")
+        module.build(tokenizer, SID_TOKENS)
+        weight = module.model.get_input_embeddings().weight.detach()
+        sid = weight[module.sid_token_ids]  # [12, H]
+        assert torch.cdist(sid, sid).fill_diagonal_(1.0).min() > 0.05  # pairwise distinct
+        assert float(sid.std()) == pytest.approx(float(weight[:100].std()), rel=0.3)  # the same scale as ordinary rows
+        rows.append(sid)
+    assert torch.equal(rows[0], rows[1])  # deterministic (init_seed)
