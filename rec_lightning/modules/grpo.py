@@ -106,6 +106,20 @@ class Rollout:
     old_logp: torch.Tensor | None = None  # [B x G, C], filled on the first pass when num_iterations > 1
 
 
+def disable_dropout(model: torch.nn.Module) -> int:
+    """Set every ``nn.Dropout`` and every attention module's ``attention_dropout`` rate to 0; returns how many."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p:
+            module.p, changed = 0.0, changed + 1
+        if isinstance(getattr(module, "attention_dropout", None), float) and module.attention_dropout:
+            module.attention_dropout, changed = 0.0, changed + 1
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "attention_dropout", 0.0):
+        config.attention_dropout = 0.0
+    return changed
+
+
 class GRPOModule(pl.LightningModule):
     """GRPO on top of an SFT ``final_checkpoint`` (LoRA adapter or full model).
 
@@ -125,6 +139,9 @@ class GRPOModule(pl.LightningModule):
         ref_sync_alpha: that alpha.
         share_prompt: compute each prompt once per group in the update (same result, much faster).
         sampling_seed: seed of the sampling generator (plus the global rank).
+        disable_dropout: set every dropout of the policy (attention, hidden, LoRA) to 0, so the
+            log-probs of the update and of the KL term are those of the model that generated the
+            group, as in the reference (TRL's ``disable_dropout``). Off: the model's own dropout.
     """
 
     def __init__(
@@ -143,6 +160,7 @@ class GRPOModule(pl.LightningModule):
         ref_sync_alpha: float = 0.6,
         share_prompt: bool = True,
         sampling_seed: int = 0,
+        disable_dropout: bool = False,
     ) -> None:
         super().__init__()
         self.sft_checkpoint = sft_checkpoint
@@ -159,6 +177,7 @@ class GRPOModule(pl.LightningModule):
         self.ref_sync_alpha = ref_sync_alpha
         self.share_prompt = share_prompt
         self.sampling_seed = sampling_seed
+        self.disable_dropout = disable_dropout
         self._check_options()
         self.save_hyperparameters({
             "sft_checkpoint": sft_checkpoint, "finetune": finetune, "lora": dataclasses.asdict(self.lora_options),
@@ -166,7 +185,7 @@ class GRPOModule(pl.LightningModule):
             "semantic_embeddings": semantic_embeddings, "loss": dataclasses.asdict(self.loss_options),
             "optimizer": dataclasses.asdict(self.optimizer_options), "accumulate_grad_batches": accumulate_grad_batches,
             "max_grad_norm": max_grad_norm, "ref_sync_steps": ref_sync_steps, "ref_sync_alpha": ref_sync_alpha,
-            "share_prompt": share_prompt, "sampling_seed": sampling_seed,
+            "share_prompt": share_prompt, "sampling_seed": sampling_seed, "disable_dropout": disable_dropout,
         })
         self.automatic_optimization = False
         self.strict_loading = False
@@ -223,6 +242,8 @@ class GRPOModule(pl.LightningModule):
         self.model, self.reference_copy = build_policy(sft_model, self.finetune, self.lora_options, sid_token_ids,
                                                        need_reference=self.loss_options.beta > 0)
         self.model.train()  # loaded for inference in eval mode; LoRA dropout belongs to training
+        if self.disable_dropout:
+            disable_dropout(self.model)
         self.tokenizer = tokenizer
         self.catalog = catalog
         self._sft_metadata = dict(metadata or {})

@@ -206,3 +206,49 @@ def test_reference_sync_moves_reference_towards_policy_and_keeps_policy(sft_dirs
     with torch.no_grad():
         after = completion_logprobs(policy, rollout.prompt_ids, rollout.prompt_mask, rollout.completions, 4)
     assert torch.allclose(before, after, atol=1e-5)  # the policy itself is unchanged by a sync
+
+
+@pytest.fixture(scope="module")
+def sft_with_dropout(demo_dir, sft_dirs, tmp_path_factory):
+    """A full SFT checkpoint whose model has attention dropout 0.5 (a from-scratch recipe's setting)."""
+    _, cache = sft_dirs
+    dm = RecDataModule(data_dir=str(demo_dir), category="Demo_Shop", cache_dir=str(cache))
+    torch.manual_seed(0)
+    module = SFTModule(backbone={"config": {**TINY, "attention_dropout": 0.5}}, finetune="full")
+    module.build(dm.tokenizer, dm.catalog.sid_tokens, dm.catalog.checksum())
+    return module.save_final_checkpoint(tmp_path_factory.mktemp("dropout") / "final_checkpoint")
+
+
+@pytest.mark.parametrize("disable", [True, False])
+def test_disable_dropout_makes_the_training_policy_the_model_that_generated(sft_dirs, sft_with_dropout, demo_dir,
+                                                                            disable):
+    """With dropout disabled, the policy in train mode gives the same log-probs on every pass, exactly the
+    reference's (policy = SFT model at the start); with the model's attention dropout 0.5 left on, they differ."""
+    _, cache = sft_dirs
+    dm = rl_datamodule(demo_dir, cache, sft_with_dropout)
+    module = built_module(dm, sft_with_dropout, finetune="full", group={"size": 4}, loss={"beta": 0.1},
+                          disable_dropout=disable)
+    rollout, _ = module.rollout(next(iter(dm.train_dataloader())))
+    module.model.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        passes = [completion_logprobs(module.model, rollout.prompt_ids, rollout.prompt_mask, rollout.completions, 4)
+                  for _ in range(2)]
+    if disable:
+        assert torch.equal(passes[0], passes[1])
+        assert torch.allclose(passes[0], rollout.ref_logp, atol=1e-5)
+    else:
+        assert not torch.allclose(passes[0], passes[1], atol=1e-4)
+        assert not torch.allclose(passes[0], rollout.ref_logp, atol=1e-4)
+
+
+def test_disable_dropout_zeroes_attention_and_module_dropout():
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from rec_lightning.modules.grpo import disable_dropout
+
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**{**TINY, "attention_dropout": 0.3}))
+    model.model.extra = torch.nn.Dropout(0.2)
+    assert disable_dropout(model) == 2 + 1  # two attention layers' rates and one nn.Dropout
+    assert model.config.attention_dropout == 0.0 and model.model.extra.p == 0.0
+    assert all(layer.self_attn.attention_dropout == 0.0 for layer in model.model.layers)
