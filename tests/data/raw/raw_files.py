@@ -83,3 +83,10 @@ def item(title: str) -> tuple:
 SPLIT_REVIEWS = [("U2", f"I{n}", 5 + 10 * n, 5.0) for n in range(1, 7)] + \
                 [("U1", f"I{n}", 10 * n, 4.0) for n in range(1, 7)]
 SPLIT_ITEMS = {f"I{n}": item(f"Item {n} Beaker") for n in range(1, 7)}
+
+
+def cyclic_shop(num_users: int = 40, num_items: int = 30, per_user: int = 8) -> tuple[list[tuple], dict]:
+    """Users walk the catalog in steps of 1 from a user-specific start, 1000 s apart (every item >= 5 times)."""
+    reviews = [(f"user{u:03d}", f"B{(u + j) % num_items:04d}", 1_500_000_000 + 1000 * (u + 7 * j), 5.0)
+               for u in range(num_users) for j in range(per_user)]
+    return reviews, {f"B{i:04d}": item(f"Acme Lab Part {i}") for i in range(num_items)}

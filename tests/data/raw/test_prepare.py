@@ -123,10 +123,12 @@ def test_time_window_keeps_whole_months(tmp_path):
     day = 86400
     oct_2016, nov_2016, dec_2016 = 1475280000, 1477958400, 1480550400  # 1 Oct, 1 Nov, 1 Dec 2016 UTC
     reviews = [("U1", "I1", oct_2016 - 1, 5.0), ("U1", "I1", oct_2016, 5.0), ("U1", "I2", nov_2016 + day, 5.0),
-               ("U1", "I2", dec_2016 - 1, 5.0), ("U1", "I1", dec_2016, 5.0)]
+               ("U1", "I2", dec_2016 - 1, 5.0), ("U1", "I1", dec_2016, 5.0), ("U1", "I2", oct_2016 + day, 5.0),
+               ("U1", "I1", nov_2016 + 2 * day, 5.0)]
     reviews_path, meta = write_raw(tmp_path / "raw", "amazon2018", reviews, {"I1": item("One"), "I2": item("Two")})
-    options = PrepareOptions(user_k=1, item_k=1, start_month="2016-10", end_month="2016-11", split_ratio=(1, 1, 1))
+    options = PrepareOptions(user_k=1, item_k=1, start_month="2016-10", end_month="2016-11", split_ratio=(2, 1, 1))
     report, _ = prepare_dataset(reviews_path, meta, "amazon2018", "Shop", tmp_path / "out", options)
     assert report["time_window_utc"] == ["2016-10-01T00:00:00Z", "2016-12-01T00:00:00Z"]
-    assert {"step": "drop outside the time window", "interactions": 3} in report["steps"]
-    assert report["final"]["interactions"] == 3 and report["final"]["repeat_interactions"] == 1
+    assert {"step": "drop outside the time window", "interactions": 5} in report["steps"]
+    assert report["final"]["interactions"] == 5 and report["final"]["repeat_interactions"] == 3
+    assert [report["splits"][s]["rows"] for s in ("train", "valid", "test")] == [2, 1, 1]

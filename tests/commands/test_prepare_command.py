@@ -1,0 +1,62 @@
+"""``prepare`` through the real command line: raw files -> folder -> check-data -> fit (about 18 s)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "raw"))
+from raw_files import cyclic_shop, write_raw  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "rec_lightning", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("prepare_cli")
+    reviews, meta = write_raw(root / "raw", "amazon2023", *cyclic_shop(), gz=True)
+    result = run("prepare", "--reviews", str(reviews), "--meta", str(meta), "--format", "amazon2023",
+                 "--category", "Lab_Shop", "--output", str(root / "data"), "--progress", "false", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "5/5-core (0 rounds)" in result.stdout and "train " in result.stdout
+    return root / "data"
+
+
+def test_prepare_then_check_data(prepared):
+    report = json.loads((prepared / "prepare_report.json").read_text())
+    # 40 users x 8 = 320 interactions, 30 items; 280 windows split 224 / 28 / 28
+    assert report["final"]["users"] == 40 and report["final"]["items"] == 30 and report["final"]["interactions"] == 320
+    assert [report["splits"][s]["rows"] for s in ("train", "valid", "test")] == [224, 28, 28]
+    result = run("check-data", "--data_dir", str(prepared), "--category", "Lab_Shop", cwd=prepared.parent)
+    assert result.returncode == 0, result.stderr
+    assert "train      224 rows" in result.stdout and "items 30" in result.stdout
+
+
+def test_prepare_bad_input_exits_with_the_line(tmp_path):
+    (tmp_path / "r.jsonl").write_text('{"user_id": "u", "parent_asin": "A", "timestamp": 1}\nnot json\n')
+    (tmp_path / "m.jsonl").write_text('{"parent_asin": "A", "title": "Thing"}\n')
+    result = run("prepare", "--reviews", "r.jsonl", "--meta", "m.jsonl", "--format", "amazon2023", "--category", "X",
+                 "--output", "out", "--progress", "false", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "r.jsonl: 1 problem(s)" in result.stderr and "line 2: not a JSON object" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_fit_quickstart_trains_on_a_prepared_folder(prepared, tmp_path):
+    result = run("fit", "--config", str(REPO / "configs" / "quickstart.yaml"), "--data.data_dir", str(prepared),
+                 "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1",
+                 "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (tmp_path / "outputs" / "quickstart" / "final_checkpoint" / "rec_lightning.json").is_file()
