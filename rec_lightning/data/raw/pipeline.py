@@ -151,8 +151,13 @@ def _split_stats(seq: Sequences, windows: Windows, rows: np.ndarray, max_history
 
 
 def prepare_dataset(reviews: str | Path, meta: str | Path, fmt: str, category: str, output: str | Path,
-                    options: PrepareOptions = PrepareOptions(), progress: bool = False) -> tuple[dict, dict]:
+                    options: PrepareOptions = PrepareOptions(), progress: bool = False,
+                    before_commit: Callable[[Path], object] | None = None) -> tuple[dict, dict]:
     """Run every step and write ``output`` (see the module docstring).
+
+    Args:
+        before_commit: called with the complete staging folder before it becomes ``output`` (e.g. to
+            build semantic IDs in it); what it returns replaces the report's ``sids`` entry.
 
     Returns:
         ``(report, seconds_per_step)``; the report is also ``output/prepare_report.json``.
@@ -235,12 +240,16 @@ def prepare_dataset(reviews: str | Path, meta: str | Path, fmt: str, category: s
         for name, rows in splits.items():
             write_split_csv(staged.path(f"{name}/{category}.csv"), seq, windows, rows, titles, sids)
         write_catalog(staged, category, metas, sids)
+        if before_commit is not None:
+            lap("write")
+            report["sids"] = before_commit(staged.root)
+            lap("build SIDs")
         staged.write_text(REPORT_NAME, json.dumps(report, indent=2) + "\n")
         staged.commit()
     except BaseException:
         staged.discard()
         raise
-    lap("write")
+    lap("write" if before_commit is None else "write report")
     return report, seconds
 
 
