@@ -81,3 +81,15 @@ def test_prepare_with_build_sids_gives_semantic_ids(tmp_path):
     assert not (data / ".sids").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     check = run("check-data", "--data_dir", "data", "--category", "Lab_Shop", cwd=tmp_path)
     assert check.returncode == 0, check.stderr
+
+
+def test_embed_items_collaborative_only_on_a_prepared_folder(prepared, tmp_path):
+    result = run("embed-items", "--data_dir", str(prepared), "--category", "Lab_Shop", "--output", "cf.npy",
+                 "--encoder", "none", "--collaborative_dim", "6", "--progress", "false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import numpy as np
+
+    vectors = np.load(tmp_path / "cf.npy")
+    assert vectors.shape == (30, 6) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    meta = json.loads((tmp_path / "cf.json").read_text())
+    assert meta["collaborative"]["source"] == "train split only, PPMI-SVD" and meta["dim"] == 6
