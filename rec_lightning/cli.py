@@ -25,6 +25,7 @@ TRAINER_COMMANDS = {
 COMMANDS = {
     "make-demo-data": ("demo_data", "write the embedded synthetic data set (MiniOneRec layout)"),
     "download": ("download", "fetch a category's published MiniOneRec files, verified"),
+    "prepare": ("prepare", "raw reviews + metadata (Amazon 2014/2018/2023, CSV) -> a data folder"),
     "check-data": ("check_data", "validate a data folder and print its statistics"),
     "export": ("export", "export a final_checkpoint as an adapter or a merged HF model"),
     "evaluate": ("evaluate", "constrained beam search evaluation of a final checkpoint"),
