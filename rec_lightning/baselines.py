@@ -20,6 +20,7 @@ Plain torch, no Lightning. Scores are ``[B, V]`` with column j = item id j (see
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Literal, Sequence
 
 import torch
@@ -83,6 +84,7 @@ class TransitionModel:
     def fit(self, records: Sequence[SequenceRecord]) -> "TransitionModel":
         self.popularity.fit(records)
         seen: set[tuple[str, int, int]] = set()
+        pairs: Counter[tuple[int, int]] = Counter()
         for record in records:
             sequence = [i for i in _sequence(record) if 0 <= i < self.num_columns]
             for a, b in zip(sequence[:-1], sequence[1:]):
@@ -90,84 +92,29 @@ class TransitionModel:
                     if (record.user_id, a, b) in seen:
                         continue
                     seen.add((record.user_id, a, b))
-                self.counts[a, b] += 1
+                pairs[a, b] += 1
+        if pairs:
+            index = torch.tensor(list(pairs), dtype=torch.long)  # [P, 2]
+            self.counts[index[:, 0], index[:, 1]] += torch.tensor(list(pairs.values()), dtype=torch.float64)
         return self
 
     def history_weights(self, histories: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """``items [B, L]`` (most recent first, -1 = none) and their weights ``decay**d`` ``[B, L]``."""
-        length = min(self.max_history, max((len(h) for h in histories), default=1)) or 1
+        length = max(1, min(self.max_history, max((len(h) for h in histories), default=1)))
         items = torch.full((len(histories), length), -1, dtype=torch.long)
         for row, history in enumerate(histories):
             recent = [i for i in history if 0 <= i < self.num_columns][::-1][:length]  # most recent first
-            items[row, : len(recent)] = torch.tensor(recent, dtype=torch.long)
+            if recent:
+                items[row, : len(recent)] = torch.tensor(recent, dtype=torch.long)
         distance = torch.arange(length, dtype=torch.float64)
         weights = torch.where(distance == 0, 1.0, torch.tensor(self.decay, dtype=torch.float64) ** distance)  # [L]
         return items, weights.expand(len(histories), -1) * (items >= 0)
 
     def transition_scores(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
-        """``[B, V]`` the recency-weighted transition counts alone: ``sum_d decay**d * counts[h_d]``."""
+        """``[B, V]`` the recency-weighted transition counts alone: ``sum_d decay**d * counts[h_d -> .]``."""
         items, weights = self.history_weights(histories)  # [B, L], [B, L]
         rows = self.counts[items.clamp(min=0)]  # [B, L, V]
         return torch.einsum("bl,blv->bv", weights, rows)
-
-    def scores(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
-        """``[B, V]``: the same counts for every history."""
-        return self.counts.expand(len(histories), -1).clone()
-
-
-class TransitionModel:
-    """Next-item counts with recency-weighted history positions, popularity for ties.
-
-    Args:
-        num_columns: score columns (max item id + 1).
-        decay: weight ``decay**d`` of the history item at distance ``d`` from the end (0 = last item only).
-        max_history: how many of the most recent history items are used.
-        counting: ``per_user`` (each distinct adjacent pair once per user) or ``per_window`` (once per row).
-    """
-
-    def __init__(self, num_columns: int, decay: float = 0.0, max_history: int = 50,
-                 counting: PairCounting = "per_user") -> None:
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"decay must lie in [0, 1], got {decay}")
-        if counting not in ("per_user", "per_window"):
-            raise ValueError(f"counting must be 'per_user' or 'per_window', got {counting!r}")
-        if max_history < 1:
-            raise ValueError(f"max_history must be at least 1, got {max_history}")
-        self.num_columns = num_columns
-        self.decay = decay
-        self.max_history = max_history
-        self.counting = counting
-        self.counts = torch.zeros(num_columns, num_columns, dtype=torch.float64)  # [V, V] count(a -> b)
-        self.popularity = PopularityModel(num_columns)
-
-    def fit(self, records: Sequence[SequenceRecord]) -> "TransitionModel":
-        self.popularity.fit(records)
-        seen: set[tuple[str, int, int]] = set()
-        for record in records:
-            sequence = [i for i in _sequence(record) if 0 <= i < self.num_columns]
-            for a, b in zip(sequence[:-1], sequence[1:]):
-                if self.counting == "per_user":
-                    if (record.user_id, a, b) in seen:
-                        continue
-                    seen.add((record.user_id, a, b))
-                self.counts[a, b] += 1
-        return self
-
-    def history_weights(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
-        """``[B, V]``: each history item's weight ``decay**d`` (summed when an item appears twice)."""
-        weights = torch.zeros(len(histories), self.num_columns, dtype=torch.float64)
-        for row, history in enumerate(histories):
-            recent = [i for i in history if 0 <= i < self.num_columns][::-1][: self.max_history]  # most recent first
-            for distance, item in enumerate(recent):
-                weight = 1.0 if distance == 0 else self.decay ** distance
-                if weight == 0.0:
-                    break
-                weights[row, item] += weight
-        return weights
-
-    def transition_scores(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
-        """``[B, V]`` the recency-weighted transition counts alone."""
-        return self.history_weights(histories) @ self.counts
 
     def scores(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """``[B, V]`` rank scores: higher is better, ties already broken (see :meth:`ranked_scores`)."""
