@@ -22,7 +22,7 @@ RECORD_KEYS = {"input", "output", "predict", "row", "target_item_id", "target_ti
 def run(*args: str, expect_ok: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-m", "rec_lightning", *args], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=600)
+                            text=True, timeout=1200)
     if expect_ok:
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result
