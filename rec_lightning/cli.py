@@ -32,6 +32,7 @@ COMMANDS = {
     "report": ("report", "compare evaluation results (tables, cases, charts)"),
     "embed-items": ("embed_items", "embed item text with an HF encoder (for SID construction)"),
     "build-sids": ("build_sids", "quantise item embeddings into collision-free SIDs"),
+    "baseline": ("baseline", "popularity, transition or SASRec baseline, scored like evaluate"),
 }
 
 
