@@ -1,7 +1,10 @@
-"""Error types for bad external input, and a strict UTF-8 file reader that reports where it failed.
+"""The library's error types, and a strict UTF-8 file reader that reports where it failed.
 
-Every message names the file, the place in it (line, row, column or field), what was expected,
-and how to fix it. Several problems in one file are reported together (the first few, plus a count).
+Every error the library raises for a user's input or environment derives from
+:class:`RecLightningError`; the command line prints its message (which ends with the fix) with exit
+code 1 and no traceback. Every message names the file, the place in it (line, row, column or field),
+what was expected, and how to fix it. Several problems in one file are reported together (the first
+few, plus a count).
 """
 
 from __future__ import annotations
@@ -12,7 +15,27 @@ from typing import Sequence
 MAX_REPORTED_PROBLEMS = 5
 
 
-class DataValidationError(ValueError):
+class RecLightningError(Exception):
+    """Base of the library's own errors: something the user can fix, described with the fix.
+
+    The command line catches it (also when Lightning or jsonargparse wrap it) and prints the message
+    only; ``--traceback`` or ``REC_LIGHTNING_TRACEBACK=1`` shows the traceback too.
+    """
+
+
+class ConfigurationError(RecLightningError, ValueError):
+    """An option, a combination of options or the machine does not fit the requested run."""
+
+
+class OutputExistsError(RecLightningError, FileExistsError):
+    """A command would replace or mix with files it did not create (or that another run is writing)."""
+
+
+class CorruptFileError(RecLightningError, ValueError):
+    """A file is unreadable or holds invalid values (e.g. truncated weights, NaN tensors)."""
+
+
+class DataValidationError(RecLightningError, ValueError):
     """An input file is missing or malformed.
 
     Args:

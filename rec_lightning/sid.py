@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from rec_lightning.errors import DataValidationError, read_text_file
+from rec_lightning.errors import DataValidationError, RecLightningError, read_text_file
 
 LEVEL_LETTERS = "abcdefgh"
 MAX_LEVELS = len(LEVEL_LETTERS)
@@ -29,7 +29,7 @@ SID_TOKEN_SPLIT = re.compile(r"(<[a-h]_(?:0|[1-9][0-9]*)>)")  # re.split keeps t
 _SID_RE = re.compile(r"(?:<[a-h]_(?:0|[1-9][0-9]*)>)+")
 
 
-class SIDFormatError(ValueError):
+class SIDFormatError(RecLightningError, ValueError):
     """A SID string or token list does not follow the ``<a_i><b_j>...`` format."""
 
 

@@ -26,6 +26,7 @@ import torch
 
 import rec_lightning
 from rec_lightning.data.tokenizer import load_tokenizer, save_tokenizer, verify_saved_tokenizer
+from rec_lightning.errors import CorruptFileError, OutputExistsError, RecLightningError
 from rec_lightning.modules.backbone import BackboneOptions, add_sid_tokens, build_backbone
 from rec_lightning.modules.lora import base_without_adapter, is_adapter_model, load_adapter, merge_adapter, save_adapter
 
@@ -33,7 +34,7 @@ METADATA_FILE = "rec_lightning.json"
 BASE_DIR = "base"
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(RecLightningError, ValueError):
     """A checkpoint does not fit the base model, tokenizer or SID index it is being combined with."""
 
 

@@ -228,7 +228,9 @@ class SFTModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep = self.trainable_state_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-        checkpoint["rec_lightning"] = {"sid_token_ids": list(self.sid_token_ids), "rng": _rng_states()}
+        # class_path: LightningCLI's --ckpt_path re-parses the hyper-parameters as this class's arguments
+        checkpoint["rec_lightning"] = {"sid_token_ids": list(self.sid_token_ids), "rng": _rng_states(),
+                                       "class_path": f"{type(self).__module__}.{type(self).__qualname__}"}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.model is None:
