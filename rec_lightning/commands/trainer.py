@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,13 +35,16 @@ def checkpoint_model_arguments(ckpt_path: str | Path, config_class_path: str | N
         CorruptFileError: the file is not a readable checkpoint.
         ConfigurationError: the checkpoint was written by another module class than the config names.
     """
+    fix = ("Fix: pass a .ckpt file written by this run (e.g. OUTPUT/logs/version_0/checkpoints/last.ckpt); a file "
+           "cut short by a crash cannot be resumed, use an older one")
+    if not zipfile.is_zipfile(ckpt_path):  # torch.load can hang on arbitrary bytes instead of failing
+        raise CorruptFileError(f"{ckpt_path}: not a readable Lightning checkpoint (not a torch zip archive). {fix}")
     try:
         checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+        first_line = str(err).splitlines()[0] if str(err) else ""
         raise CorruptFileError(f"{ckpt_path}: not a readable Lightning checkpoint ({type(err).__name__}: "
-                               f"{str(err).splitlines()[0] if str(err) else ''}). Fix: pass a .ckpt file written by "
-                               "this run (e.g. OUTPUT/logs/version_0/checkpoints/last.ckpt); a file cut short by a "
-                               "crash cannot be resumed, use an older one") from err
+                               f"{first_line}). {fix}") from err
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     hparams.pop("_instantiator", None)
     if not hparams:
