@@ -64,6 +64,26 @@ def _short(class_path: str) -> str:
     return class_path.rsplit(".", 1)[-1]
 
 
+def check_manual_optimization(model, trainer) -> None:
+    """Point a manually optimised module (GRPO) to its own clipping and accumulation options.
+
+    Raises:
+        ConfigurationError: ``trainer.gradient_clip_val`` or ``trainer.accumulate_grad_batches`` is set.
+    """
+    if model.automatic_optimization:
+        return
+    name = type(model).__name__
+    if trainer.gradient_clip_val:
+        raise ConfigurationError(f"{name} steps its optimizer itself, so --trainer.gradient_clip_val "
+                                 f"{trainer.gradient_clip_val} would not apply (Lightning refuses it). Fix: drop it and "
+                                 f"set --model.max_grad_norm {trainer.gradient_clip_val} (clips the total norm "
+                                 "before each step; 0 turns clipping off)")
+    if trainer.accumulate_grad_batches != 1:
+        raise ConfigurationError(f"{name} steps its optimizer itself, so --trainer.accumulate_grad_batches would not "
+                                 f"apply. Fix: drop it and set --model.accumulate_grad_batches "
+                                 f"{trainer.accumulate_grad_batches}")
+
+
 class RecLightningCLI(LightningCLI):
     """LightningCLI for rec_lightning's modules (see the module docstring for what it adds)."""
 
@@ -101,6 +121,8 @@ class RecLightningCLI(LightningCLI):
 
     def before_fit(self) -> None:
         from rec_lightning.callbacks.interruption import InterruptionCheckpoint
+
+        check_manual_optimization(self.model, self.trainer)
 
         if not any(isinstance(c, InterruptionCheckpoint) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(InterruptionCheckpoint())

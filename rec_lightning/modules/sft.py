@@ -25,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from rec_lightning.data.dataset import IGNORE_INDEX
 from rec_lightning.data.tokenizer import add_sid_tokens as add_sid_tokens_to_tokenizer
 from rec_lightning.modules.backbone import BackboneOptions, add_sid_tokens, build_backbone
-from rec_lightning.modules.export import build_metadata, save_final_checkpoint
+from rec_lightning.modules.export import CheckpointMismatchError, build_metadata, save_final_checkpoint
 from rec_lightning.modules.lora import FinetuneMode, LoraOptions, apply_finetuning, count_parameters, unwrap_base
 from rec_lightning.modules.optim import OptimizerOptions, build_optimizer, time_budget_fraction
 from rec_lightning.prompts import NEXT_ITEM
@@ -240,13 +240,13 @@ class SFTModule(pl.LightningModule):
         expected, found = self.trainable_state_keys(), set(checkpoint["state_dict"])
         if expected != found:
             missing, unexpected = sorted(expected - found), sorted(found - expected)
-            raise RuntimeError(f"the checkpoint does not fit this model ({self.finetune} mode): missing "
+            raise CheckpointMismatchError(f"the checkpoint does not fit this model ({self.finetune} mode): missing "
                                f"{missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
                                f"{'...' if len(unexpected) > 3 else ''}. Fix: resume with the same model and "
                                "finetune settings (the config saved next to the checkpoint)")
         saved = checkpoint.get("rec_lightning", {})
         if saved.get("sid_token_ids", self.sid_token_ids) != self.sid_token_ids:
-            raise RuntimeError("the checkpoint's SID token ids differ from this tokenizer's: resume with the same "
+            raise CheckpointMismatchError("the checkpoint's SID token ids differ from this tokenizer's: resume with the same "
                                "data (index.json) and tokenizer")
         if "rng" in saved:
             _set_rng_states(saved["rng"])
