@@ -42,9 +42,16 @@ class FinalCheckpoint(pl.Callback):
         return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "final_checkpoint"
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Refuse, before training, to replace a final checkpoint another run wrote (a resumed run may)."""
+        self.check_output(trainer, resuming=trainer.ckpt_path is not None)
+
+    def check_output(self, trainer: pl.Trainer, resuming: bool) -> None:
+        """Refuse, before training, to replace a final checkpoint another run wrote (a resumed run may).
+
+        Raises:
+            OutputExistsError: the folder exists, is not empty, and neither ``resuming`` nor ``overwrite``.
+        """
         target = self.output_dir(trainer)
-        if self.overwrite or trainer.ckpt_path is not None or not target.exists():
+        if self.overwrite or resuming or not target.exists():
             return
         if target.is_dir() and not any(target.iterdir()):
             return

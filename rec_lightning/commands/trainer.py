@@ -122,7 +122,13 @@ class RecLightningCLI(LightningCLI):
     def before_fit(self) -> None:
         from rec_lightning.callbacks.interruption import InterruptionCheckpoint
 
+        from rec_lightning.callbacks.export import FinalCheckpoint
+
         check_manual_optimization(self.model, self.trainer)
+        resuming = bool(self.config_init[self.subcommand].get("ckpt_path"))
+        for callback in self.trainer.callbacks:  # before LightningCLI writes config.yaml into the run folder
+            if isinstance(callback, FinalCheckpoint):
+                callback.check_output(self.trainer, resuming)
 
         if not any(isinstance(c, InterruptionCheckpoint) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(InterruptionCheckpoint())
