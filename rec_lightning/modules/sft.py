@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from rec_lightning.data.dataset import IGNORE_INDEX
 from rec_lightning.data.tokenizer import add_sid_tokens as add_sid_tokens_to_tokenizer
+from rec_lightning.errors import ConfigurationError
 from rec_lightning.modules.backbone import BackboneOptions, add_sid_tokens, build_backbone
 from rec_lightning.modules.export import CheckpointMismatchError, build_metadata, save_final_checkpoint
 from rec_lightning.modules.lora import FinetuneMode, LoraOptions, apply_finetuning, count_parameters, unwrap_base
@@ -205,6 +206,12 @@ class SFTModule(pl.LightningModule):
                                "(rec_lightning.callbacks.ranking.RankingEvaluation) or use "
                                "`python -m rec_lightning evaluate`")
         return self.test_step_fn(self, batch, batch_idx)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> Any:
+        """Not a ranking path of its own: says which commands produce predictions."""
+        raise ConfigurationError("SFTModule has no predict step: rankings per row come from `python -m rec_lightning "
+                                 "evaluate --checkpoint OUTPUT/final_checkpoint ...` (eval_results.json), or `test` "
+                                 "with the RankingEvaluation callback")
 
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self) -> dict:
