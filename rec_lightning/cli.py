@@ -74,7 +74,8 @@ def library_error(error: BaseException) -> BaseException | None:
         if isinstance(error, RecLightningError):
             return error
         seen.add(id(error))
-        error = error.__cause__ or error.__context__
+        # an explicit cause (`raise X from ours`), or the error being handled when X was raised, unless hidden
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     return None
 
 
@@ -104,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         if isinstance(err, SIGTERMException):
             raise SystemExit(err.code or SIGTERM_EXIT_CODE) from None
+        if isinstance(err, SystemExit):  # argparse usage errors and commands' own messages keep their exit code
+            raise
         found = library_error(err)
         if found is None or show_traceback:
             raise
