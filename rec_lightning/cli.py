@@ -11,8 +11,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 from typing import Sequence
+
+TRACEBACK_FLAG = "--traceback"
+TRACEBACK_ENV = "REC_LIGHTNING_TRACEBACK"
+SIGTERM_EXIT_CODE = 143
 
 TRAINER_COMMANDS = {
     "fit": "train a model (SFT or GRPO) from a config",
@@ -49,33 +54,70 @@ def _usage() -> str:
     lines += [f"  {name:<16}{text}" for name, text in TRAINER_COMMANDS.items()]
     lines += ["", "Other commands:"]
     lines += [f"  {name:<16}{text}" for name, (_, text) in _available_commands().items()]
-    lines += ["", "Example: python -m rec_lightning fit --config configs/quickstart.yaml"]
+    lines += ["", "Errors print as a sentence with the fix (exit code 1); add --traceback (or set "
+              f"{TRACEBACK_ENV}=1) to see where they came from.",
+              "Example: python -m rec_lightning fit --config configs/quickstart.yaml"]
     return "\n".join(lines)
 
 
 def run_lightning_cli(args: Sequence[str] | None) -> None:
-    """Run LightningCLI with any LightningModule and :class:`RecDataModule` (or a subclass).
+    """Run LightningCLI (see :mod:`rec_lightning.commands.trainer`); ``args=None`` reads ``sys.argv``."""
+    from rec_lightning.commands.trainer import run_lightning_cli as run
 
-    ``args=None`` lets LightningCLI read ``sys.argv`` itself (no warning about both being set).
-    """
-    from lightning.pytorch.cli import LightningCLI
+    run(args)
 
-    from rec_lightning.data.datamodule import RecDataModule
 
-    LightningCLI(
-        model_class=None,
-        datamodule_class=RecDataModule,
-        subclass_mode_data=True,
-        args=None if args is None else list(args),
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-    )
+def library_error(error: BaseException) -> BaseException | None:
+    """The :class:`RecLightningError` behind ``error`` (itself, or one it wraps), else None."""
+    from rec_lightning.errors import RecLightningError
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, RecLightningError):
+            return error
+        seen.add(id(error))
+        # an explicit cause (`raise X from ours`), or the error being handled when X was raised, unless hidden
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    return None
+
+
+def _wants_traceback(argv: list[str]) -> bool:
+    return TRACEBACK_FLAG in argv or os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0", "false", "no")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``python -m rec_lightning`` and the ``rec-lightning`` script."""
+    """Entry point of ``python -m rec_lightning`` and the ``rec-lightning`` script.
+
+    The library's own errors (:class:`~rec_lightning.errors.RecLightningError`, also when raised inside
+    ``fit`` and wrapped by Lightning) print as their message, which ends with the fix, and exit 1;
+    ``--traceback`` anywhere on the line, or ``REC_LIGHTNING_TRACEBACK=1``, shows the traceback instead.
+    A run stopped by SIGTERM exits 143.
+    """
     from_sys_argv = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = _wants_traceback(argv)
+    if TRACEBACK_FLAG in argv:
+        argv = [a for a in argv if a != TRACEBACK_FLAG]
+        if from_sys_argv:
+            sys.argv[1:] = argv  # LightningCLI reads sys.argv itself
+    try:
+        _dispatch(argv, from_sys_argv)
+    except BaseException as err:  # noqa: BLE001 - re-raised unless it is ours
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(err, SIGTERMException):
+            raise SystemExit(err.code or SIGTERM_EXIT_CODE) from None
+        if isinstance(err, SystemExit):  # argparse usage errors and commands' own messages keep their exit code
+            raise
+        found = library_error(err)
+        if found is None or show_traceback:
+            raise
+        print(f"error: {found}", file=sys.stderr)
+        print(f"(run again with {TRACEBACK_FLAG} or {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _dispatch(argv: list[str], from_sys_argv: bool) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("rec_lightning").setLevel(logging.INFO)  # our progress lines, not every library's
     if not argv or argv[0] in ("-h", "--help", "help"):

@@ -1,7 +1,10 @@
-"""Error types for bad external input, and a strict UTF-8 file reader that reports where it failed.
+"""The library's error types, and a strict UTF-8 file reader that reports where it failed.
 
-Every message names the file, the place in it (line, row, column or field), what was expected,
-and how to fix it. Several problems in one file are reported together (the first few, plus a count).
+Every error the library raises for a user's input or environment derives from
+:class:`RecLightningError`; the command line prints its message (which ends with the fix) with exit
+code 1 and no traceback. Every message names the file, the place in it (line, row, column or field),
+what was expected, and how to fix it. Several problems in one file are reported together (the first
+few, plus a count).
 """
 
 from __future__ import annotations
@@ -12,7 +15,31 @@ from typing import Sequence
 MAX_REPORTED_PROBLEMS = 5
 
 
-class DataValidationError(ValueError):
+class RecLightningError(Exception):
+    """Base of the library's own errors: something the user can fix, described with the fix.
+
+    The command line catches it (also when Lightning or jsonargparse wrap it) and prints the message
+    only; ``--traceback`` or ``REC_LIGHTNING_TRACEBACK=1`` shows the traceback too.
+    """
+
+
+class ConfigurationError(RecLightningError, ValueError):
+    """An option, a combination of options or the machine does not fit the requested run."""
+
+
+class OutputExistsError(RecLightningError, FileExistsError):
+    """A command would replace or mix with files it did not create (or that another run is writing)."""
+
+
+class CorruptFileError(RecLightningError, ValueError):
+    """A file is unreadable or holds invalid values (e.g. truncated weights, NaN tensors)."""
+
+
+class EmptyResultsError(RecLightningError, RuntimeError):
+    """A run finished but its results are mostly empty (e.g. decoding returned no items for most rows)."""
+
+
+class DataValidationError(RecLightningError, ValueError):
     """An input file is missing or malformed.
 
     Args:
@@ -37,7 +64,7 @@ class DataValidationError(ValueError):
 
 
 def read_text_file(path: str | Path, what: str = "file") -> str:
-    """Read a whole file as strict UTF-8.
+    """Read a whole file as strict UTF-8 (a leading byte order mark is dropped, as ``utf-8-sig`` does).
 
     Raises:
         DataValidationError: if it is missing, a folder, or holds bytes that are not UTF-8 (with line).
@@ -49,6 +76,8 @@ def read_text_file(path: str | Path, what: str = "file") -> str:
     if path.is_dir():
         raise DataValidationError(path, [f"expected the {what}, found a folder"], fix="point to the file itself")
     data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark (Excel's "CSV UTF-8"): not part of the text
+        data = data[3:]
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -56,3 +85,21 @@ def read_text_file(path: str | Path, what: str = "file") -> str:
         raise DataValidationError(
             path, [f"line {line}, byte offset {err.start}: bytes {data[err.start:err.end]!r} are not valid UTF-8"],
             fix="re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+
+
+def reject_duplicate_keys(path: str | Path):
+    """A ``json.loads(object_pairs_hook=...)`` hook that raises on a key given twice in one object.
+
+    Raises:
+        DataValidationError: naming the file and the key (JSON itself keeps the last value silently).
+    """
+    def hook(pairs: list[tuple[str, object]]) -> dict:
+        result: dict = {}
+        for key, value in pairs:
+            if key in result:
+                raise DataValidationError(path, [f"key {key!r} appears more than once (JSON keeps only the last)"],
+                                          fix="keep one entry per key; if both are meant, one of them has a wrong id")
+            result[key] = value
+        return result
+
+    return hook

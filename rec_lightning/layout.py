@@ -30,8 +30,26 @@ class CategoryFiles:
         return find_split_csv(self.data_dir, name, self.category)
 
 
+def check_data_dir(data_dir: str | Path) -> None:
+    """Raise unless ``data_dir`` is an existing folder.
+
+    Raises:
+        DataValidationError: it is missing or a file.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        what = "is a file, not a folder" if data_dir.exists() else "does not exist"
+        raise DataValidationError(data_dir, [f"the data folder {what}"],
+                                  fix="pass an existing --data.data_dir, or fetch data with `python -m rec_lightning download`")
+
+
 def available_categories(data_dir: str | Path) -> list[str]:
-    """Categories that have an ``index/<Category>.index.json`` in ``data_dir``."""
+    """Categories that have an ``index/<Category>.index.json`` in ``data_dir``.
+
+    Raises:
+        DataValidationError: ``data_dir`` does not exist (not "no categories": the folder is missing).
+    """
+    check_data_dir(data_dir)
     index_dir = Path(data_dir) / "index"
     return sorted(p.name[: -len(".index.json")] for p in index_dir.glob("*.index.json"))
 
@@ -43,9 +61,7 @@ def find_category_files(data_dir: str | Path, category: str) -> CategoryFiles:
         DataValidationError: the folder or the index is missing (listing the categories present).
     """
     data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DataValidationError(data_dir, ["the data folder does not exist"],
-                                  fix="pass an existing --data.data_dir, or fetch data with `python -m rec_lightning download`")
+    check_data_dir(data_dir)
     index = data_dir / "index" / f"{category}.index.json"
     if not index.is_file():
         present = available_categories(data_dir)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from rec_lightning.errors import DataValidationError, read_text_file
+from rec_lightning.errors import DataValidationError, RecLightningError, read_text_file, reject_duplicate_keys
 
 LEVEL_LETTERS = "abcdefgh"
 MAX_LEVELS = len(LEVEL_LETTERS)
@@ -29,7 +29,7 @@ SID_TOKEN_SPLIT = re.compile(r"(<[a-h]_(?:0|[1-9][0-9]*)>)")  # re.split keeps t
 _SID_RE = re.compile(r"(?:<[a-h]_(?:0|[1-9][0-9]*)>)+")
 
 
-class SIDFormatError(ValueError):
+class SIDFormatError(RecLightningError, ValueError):
     """A SID string or token list does not follow the ``<a_i><b_j>...`` format."""
 
 
@@ -284,7 +284,7 @@ def read_index_json(path: str | Path) -> dict[int, tuple[str, ...]]:
     """
     text = read_text_file(path, what="SID index (index.json)")
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, object_pairs_hook=reject_duplicate_keys(path))
     except json.JSONDecodeError as err:
         raise DataValidationError(path, [f"line {err.lineno}, column {err.colno}: invalid JSON ({err.msg})"],
                                   fix="regenerate the file; it must be a JSON object item_id -> list of SID tokens") from None
@@ -357,7 +357,7 @@ def read_item_json(path: str | Path, index: Mapping[int, Sequence[str]]) -> tupl
     """
     text = read_text_file(path, what="item metadata (item.json)")
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, object_pairs_hook=reject_duplicate_keys(path))
     except json.JSONDecodeError as err:
         raise DataValidationError(path, [f"line {err.lineno}, column {err.colno}: invalid JSON ({err.msg})"],
                                   fix="regenerate item.json") from None

@@ -16,6 +16,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from rec_lightning.errors import OutputExistsError
+
 log = logging.getLogger(__name__)
 
 
@@ -26,15 +28,36 @@ class FinalCheckpoint(pl.Callback):
         dirpath: output folder; default ``<trainer.default_root_dir>/final_checkpoint``.
         use_best: load the best checkpoint of the trainer's ``ModelCheckpoint`` (by its ``monitor``)
             before exporting; with no best checkpoint the final weights are exported.
+        overwrite: replace a ``final_checkpoint/`` that exists when fit starts (default: refuse, unless
+            the run resumes from a checkpoint).
     """
 
-    def __init__(self, dirpath: str | None = None, use_best: bool = True) -> None:
+    def __init__(self, dirpath: str | None = None, use_best: bool = True, overwrite: bool = False) -> None:
         self.dirpath = dirpath
         self.use_best = use_best
+        self.overwrite = overwrite
         self.written: Path | None = None
 
     def output_dir(self, trainer: pl.Trainer) -> Path:
         return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "final_checkpoint"
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check_output(trainer, resuming=trainer.ckpt_path is not None)
+
+    def check_output(self, trainer: pl.Trainer, resuming: bool) -> None:
+        """Refuse, before training, to replace a final checkpoint another run wrote (a resumed run may).
+
+        Raises:
+            OutputExistsError: the folder exists, is not empty, and neither ``resuming`` nor ``overwrite``.
+        """
+        target = self.output_dir(trainer)
+        if self.overwrite or resuming or not target.exists():
+            return
+        if target.is_dir() and not any(target.iterdir()):
+            return
+        raise OutputExistsError(f"{target} already holds a final checkpoint from an earlier run; this run would "
+                                "replace it when it ends. Fix: set another --trainer.default_root_dir, move the old "
+                                "folder away, resume that run with --ckpt_path, or set FinalCheckpoint(overwrite=true)")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not hasattr(pl_module, "save_final_checkpoint"):

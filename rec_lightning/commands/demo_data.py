@@ -9,7 +9,7 @@ def make_demo_data(output: str, seed: int = 0, num_users: int = 500, train_token
     """Write the demo data set (category Demo_Shop) in the MiniOneRec layout.
 
     Args:
-        output: folder to write (replaced if it exists).
+        output: folder to write; an existing one is replaced only if it is empty or an earlier demo set.
         seed: generator seed; the same seed gives byte-identical files.
         num_users: users simulated (about 11 rows each).
         train_tokenizer: also train and cache the byte-level BPE tokenizer beside the data.

@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Sequence
 
+from rec_lightning.errors import EmptyResultsError, OutputExistsError
 from rec_lightning.metrics import DEFAULT_KS
+from rec_lightning.output_lock import OutputLock
+
+#: ``evaluate`` fails when more than this share of rows got no item from decoding.
+EMPTY_ROWS_LIMIT = 0.5
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_beams", type=int, default=50)
     parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS), help="cut-offs K (<= num_beams)")
     parser.add_argument("--renormalize", action="store_true", help="renormalise log-probs over allowed tokens")
-    parser.add_argument("--output", required=True, help="folder for eval_results.json and metrics.json")
+    parser.add_argument("--output", required=True, help="folder for eval_results.json and metrics.json (one run at a "
+                        "time; earlier results there need --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace eval_results.json and metrics.json of an "
+                        "earlier run in --output")
     parser.add_argument("--batch_size", type=int, default=16, help="prompts per decoding batch, per device")
     parser.add_argument("--max_length", type=int, default=None,
                         help="longest prompt, cut from the left (default: the training max_length recorded in the "
@@ -64,8 +73,45 @@ def main(argv: Sequence[str]) -> None:
     except FileNotFoundError as err:
         raise SystemExit(str(err)) from None
     strategy = "ddp" if args.devices * args.num_nodes > 1 else "auto"
-    fabric = Fabric(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=strategy)
-    fabric.launch(evaluate, args)
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        fabric = Fabric(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=strategy)
+        fabric.launch(evaluate, args)  # a worker started by the launcher: the first process holds the lock
+        return
+    with OutputLock(args.output, "evaluate"):
+        check_output(args.output, args.overwrite)
+        fabric = Fabric(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=strategy)
+        fabric.launch(evaluate, args)
+
+
+def check_output(output: str, overwrite: bool) -> None:
+    """Refuse to mix with (or silently replace) the results of an earlier run in ``output``.
+
+    Raises:
+        OutputExistsError: ``eval_results.json`` or ``metrics.json`` is there and ``overwrite`` is off.
+    """
+    from rec_lightning.evaluation import METRICS_FILE, RESULTS_FILE
+
+    found = [name for name in (RESULTS_FILE, METRICS_FILE) if (Path(output) / name).exists()]
+    if found and not overwrite:
+        raise OutputExistsError(f"{output} already holds {' and '.join(found)} from an earlier evaluation. Fix: give "
+                                "this run another --output, or add --overwrite to replace those files")
+
+
+def check_empty_rows(records: list, metrics: dict, limit: float = EMPTY_ROWS_LIMIT) -> None:
+    """Count rows whose decode returned no item (``metrics['empty_rows']``); fail when most rows are empty.
+
+    Raises:
+        EmptyResultsError: more than ``limit`` of the rows got no item.
+    """
+    empty = sum(1 for record in records if not record["predict"])
+    metrics["empty_rows"] = empty
+    if empty:
+        log.warning("%d of %d rows got no item from decoding", empty, len(records))
+    if records and empty > limit * len(records):
+        raise EmptyResultsError(f"decoding returned no item for {empty} of {len(records)} rows, so the metrics mean "
+                                "nothing (the files were written for inspection). Fix: check the checkpoint (damaged "
+                                "or untrained weights give -inf/NaN scores) and that --data_dir is the data it was "
+                                "trained on")
 
 
 def evaluate(fabric, args: argparse.Namespace) -> dict:
@@ -105,8 +151,15 @@ def evaluate(fabric, args: argparse.Namespace) -> dict:
                    users_per_second=round(metrics["count"] / max(seconds, 1e-9), 2),
                    device=str(fabric.device), dtype=str(next(model.parameters()).dtype).replace("torch.", ""))
     if fabric.is_global_zero:
+        empty_error = None
+        try:
+            check_empty_rows(records, metrics)
+        except EmptyResultsError as err:
+            empty_error = err
         results_path, metrics_path = write_results(args.output, records, metrics)
         _print_table(records, metrics, results_path, metrics_path)
+        if empty_error is not None:
+            raise empty_error
     fabric.barrier()
     return metrics
 
@@ -117,6 +170,7 @@ def _print_table(records: list, metrics: dict, results_path: Path, metrics_path:
     numbers = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
     summary = RunSummary(name=metrics["split"], records=records, ranks=[], metrics=numbers)
     print(format_table([summary]))
+    print(f"rows with no item from decoding: {metrics.get('empty_rows', 0)} of {metrics['count']}")
     print(f"ambiguous targets (SID shared by several items): {metrics['ambiguous_targets']} of {metrics['count']}; "
           f"{metrics['users_per_second']} users/s on {metrics['processes']} x {metrics['device']}")
     print(f"wrote {results_path} and {metrics_path}")

@@ -10,17 +10,52 @@ holds the resized embedding matrices (plain PEFT loads it onto a base resized wi
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from rec_lightning.errors import OutputExistsError
 
 
-def export(checkpoint: str, output: str, merge: bool = False, dtype: str | None = None) -> str:
+def check_output(checkpoint: str | Path, output: str | Path, overwrite: bool) -> None:
+    """Refuse an output that is, holds or sits inside the input, or a non-empty folder without ``overwrite``.
+
+    Even with ``overwrite`` only an earlier export (``rec_lightning.json`` with ``exported_from``, or
+    the marker file) is replaced: never a run folder, a data folder or anything else export did not write.
+
+    Raises:
+        OutputExistsError: with the fix.
+    """
+    from rec_lightning.modules.export import EXPORT_MARKER
+
+    source, target = Path(checkpoint).resolve(), Path(output).resolve()
+    if target == source or target in source.parents or source in target.parents:
+        raise OutputExistsError(f"--output {output} is the checkpoint folder {checkpoint}, holds it or lies inside it: "
+                                "exporting there would delete the input. Fix: choose an output folder outside the run, "
+                                "e.g. exports/my_model")
+    if not target.exists() or (target.is_dir() and not any(target.iterdir())):
+        return
+    if not target.is_dir():
+        raise OutputExistsError(f"--output {output} is a file. Fix: choose a folder path")
+    if not overwrite:
+        raise OutputExistsError(f"--output {output} already exists and is not empty. Fix: choose a new folder, or add "
+                                "--overwrite to replace an earlier export there")
+    if not (target / EXPORT_MARKER).is_file():
+        shown = ", ".join(sorted(p.name for p in target.iterdir())[:5])
+        raise OutputExistsError(f"--output {output} holds files export did not write ({shown}); --overwrite only "
+                                "replaces an earlier export. Fix: choose a new or empty folder")
+
+
+def export(checkpoint: str, output: str, merge: bool = False, dtype: str | None = None,
+           overwrite: bool = False) -> str:
     """Export ``checkpoint`` to ``output``; returns a one-line description of what was written.
 
     Raises:
         SystemExit: the folder is not a checkpoint, or does not fit its base/tokenizer (with the fix).
+        OutputExistsError: see :func:`check_output`.
     """
     from rec_lightning.modules.export import (CheckpointMismatchError, export_merged, export_portable_adapter,
                                               read_metadata)
 
+    check_output(checkpoint, output, overwrite)
     try:
         if merge:
             written = export_merged(checkpoint, output, dtype=dtype)
@@ -37,9 +72,11 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m rec_lightning export", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="the final_checkpoint/ folder written at the end of fit")
-    parser.add_argument("--output", required=True, help="folder to write (replaced atomically if it exists)")
+    parser.add_argument("--output", required=True, help="new or empty folder to write (outside the checkpoint)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in --output (never "
+                        "anything export did not write)")
     parser.add_argument("--merge", action="store_true", help="merge the adapter into the weights (plain HF model)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                         help="weight dtype of the exported model (default: as trained)")
     args = parser.parse_args(argv)
-    print(export(args.checkpoint, args.output, args.merge, args.dtype))
+    print(export(args.checkpoint, args.output, args.merge, args.dtype, args.overwrite))

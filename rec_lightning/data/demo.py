@@ -19,7 +19,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from rec_lightning.errors import OutputExistsError
+
 DEMO_CATEGORY = "Demo_Shop"
+#: Written into every demo data folder: marks it as safe to regenerate.
+DEMO_MARKER = "rec_lightning_demo.json"
 
 _TOPICS = [
     ("Cordless Drill", "power tools"), ("Safety Gloves", "protective gear"), ("Duct Tape", "adhesives"),
@@ -92,13 +96,32 @@ def _user_sequence(rng: random.Random, items: list[DemoItem], by_topic: dict[int
     return sequence
 
 
+def check_replaceable(output_dir: str | Path) -> None:
+    """Raise unless ``output_dir`` is missing, empty, or a demo data set written here before.
+
+    Raises:
+        OutputExistsError: it holds other files (e.g. real data), which the demo set would replace.
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.exists():
+        return
+    if not output_dir.is_dir():
+        raise OutputExistsError(f"{output_dir} is a file, not a folder. Fix: choose another --output")
+    if (output_dir / DEMO_MARKER).is_file() or not any(output_dir.iterdir()):
+        return
+    shown = ", ".join(sorted(p.name for p in output_dir.iterdir())[:5])
+    raise OutputExistsError(f"{output_dir} already holds files the demo generator did not write ({shown}); writing "
+                            "the demo data set there would replace them. Fix: choose a new or empty --output folder")
+
+
 def make_demo_data(output_dir: str | Path, seed: int = 0, num_users: int = 500, num_topics: int = 12,
                    lines_per_topic: int = 5, items_per_line: int = 6, num_duplicate_sids: int = 3,
                    max_history: int = 10) -> Path:
     """Write the demo data set (category ``Demo_Shop``) into ``output_dir`` atomically.
 
     Args:
-        output_dir: folder to create (its parent must be writable); an existing folder is replaced.
+        output_dir: folder to create (its parent must be writable); an existing folder is replaced only
+            if it is empty or an earlier demo data set (it holds ``rec_lightning_demo.json``).
         seed: everything is deterministic for a seed.
         num_users: users simulated; each has 6 to 20 interactions (about 11 windows each).
         num_topics, lines_per_topic, items_per_line: catalog shape (items = product of the three).
@@ -147,6 +170,9 @@ def _csv_text(windows: list[tuple[float, str, list[DemoItem], DemoItem]]) -> str
 
 
 def _write_tree_atomically(output_dir: Path, files: dict[str, str]) -> Path:
+    check_replaceable(output_dir)
+    files = {**files, DEMO_MARKER: json.dumps({"written_by": "rec_lightning make-demo-data",
+                                               "category": DEMO_CATEGORY}) + "\n"}
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     for relative, text in files.items():

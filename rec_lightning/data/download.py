@@ -17,6 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from rec_lightning.errors import RecLightningError
+
 log = logging.getLogger(__name__)
 
 UPSTREAM_COMMIT = "81b4ba9"
@@ -43,7 +45,7 @@ MANIFEST: dict[str, tuple[RemoteFile, ...]] = {
 }
 
 
-class DownloadError(RuntimeError):
+class DownloadError(RecLightningError, RuntimeError):
     """A file could not be fetched or failed verification."""
 
 

@@ -78,11 +78,15 @@ def read_split(path: str | Path, catalog: ItemCatalog, split: str = "") -> list[
         DataValidationError: missing columns, or the first few invalid rows (with a total count).
     """
     text = read_text_file(path, what=f"{split or 'sequence'} CSV")
+    # a long history of long titles is a valid field; csv's default limit (131,072 characters) would reject it
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
     except StopIteration:
         raise DataValidationError(path, ["the file is empty (no header)"], fix=f"write a header: {','.join(COLUMNS)}") from None
+    except csv.Error as err:
+        raise DataValidationError(path, [f"line 1 (header): {err}"], fix=_FIX) from None
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise DataValidationError(path, [f"line 1 (header): missing column(s) {missing}; found {header}"],
@@ -91,7 +95,7 @@ def read_split(path: str | Path, catalog: ItemCatalog, split: str = "") -> list[
     records: list[SequenceRecord] = []
     problems: list[str] = []
     line = reader.line_num
-    for row_index, cells in enumerate(reader):
+    for row_index, cells in enumerate(_rows(reader, path)):
         where = f"line {line + 1}"
         line = reader.line_num
         if len(cells) != len(header):
@@ -106,6 +110,19 @@ def read_split(path: str | Path, catalog: ItemCatalog, split: str = "") -> list[
     if not records:
         raise DataValidationError(path, ["the file has a header but no rows"], fix="write at least one row")
     return records
+
+
+def _rows(reader, path: Path):
+    """The reader's rows; a CSV syntax error becomes a DataValidationError with its line."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise DataValidationError(path, [f"line {reader.line_num}: {err}"],
+                                      fix="write the file with a CSV writer (quote fields that hold commas, quotes "
+                                          "or line breaks)") from None
 
 
 class _RowError(Exception):

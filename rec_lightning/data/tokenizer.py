@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from rec_lightning.errors import RecLightningError
 from rec_lightning.prompts import TEMPLATES
 from rec_lightning.sid import ItemCatalog
 
@@ -32,7 +33,7 @@ PAD_TOKEN = "<|pad|>"
 CHECK_FILE = "tokenizer_check.json"
 
 
-class TokenizerMismatchError(ValueError):
+class TokenizerMismatchError(RecLightningError, ValueError):
     """A tokenizer reloaded from a folder does not tokenize as the one that was saved there."""
 
 

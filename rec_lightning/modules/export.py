@@ -26,14 +26,17 @@ import torch
 
 import rec_lightning
 from rec_lightning.data.tokenizer import load_tokenizer, save_tokenizer, verify_saved_tokenizer
+from rec_lightning.errors import CorruptFileError, OutputExistsError, RecLightningError
 from rec_lightning.modules.backbone import BackboneOptions, add_sid_tokens, build_backbone
 from rec_lightning.modules.lora import base_without_adapter, is_adapter_model, load_adapter, merge_adapter, save_adapter
 
 METADATA_FILE = "rec_lightning.json"
+#: Written into every ``export`` output: ``export --overwrite`` replaces only folders holding it.
+EXPORT_MARKER = ".rec_lightning_export"
 BASE_DIR = "base"
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(RecLightningError, ValueError):
     """A checkpoint does not fit the base model, tokenizer or SID index it is being combined with."""
 
 
@@ -88,6 +91,8 @@ def save_final_checkpoint(model, tokenizer, output_dir: str | Path, metadata: di
             metadata["format"] = "full"
             metadata["base_dir"] = None
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        if "exported_from" in metadata:
+            (staging / EXPORT_MARKER).write_text(metadata["exported_from"] + "\n")
         save_tokenizer(tokenizer, staging, metadata["sid_tokens"])  # last: proves the folder reloads it identically
         _replace_dir(staging, output_dir)
     finally:
@@ -126,12 +131,57 @@ def read_metadata(checkpoint_dir: str | Path) -> dict[str, Any] | None:
     checkpoint_dir = Path(checkpoint_dir)
     path = checkpoint_dir / METADATA_FILE
     if path.exists():
-        return json.loads(path.read_text())
+        try:
+            metadata = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            where = f"line {err.lineno}, column {err.colno}: {err.msg}" if isinstance(err, json.JSONDecodeError) else str(err)
+            raise CorruptFileError(f"{path}: not valid JSON ({where}). Fix: restore the file from the run that wrote "
+                                   "it (it is written once, at the end of fit or export), or re-export the "
+                                   "checkpoint") from None
+        if not isinstance(metadata, dict):
+            raise CorruptFileError(f"{path}: expected a JSON object, found {type(metadata).__name__}. Fix: restore "
+                                   "the file from the run that wrote it")
+        return metadata
     if (checkpoint_dir / "config.json").exists():
         return None
     raise FileNotFoundError(f"{checkpoint_dir} is not a checkpoint folder: it has no {METADATA_FILE} and no "
                             "config.json. Fix: pass the final_checkpoint/ folder written at the end of fit "
                             "(OUTPUT/final_checkpoint) or a folder written by `python -m rec_lightning export`")
+
+
+WEIGHT_FILES = {"adapter": "adapter_model.safetensors", "full": "model.safetensors"}
+
+
+def check_weight_files(checkpoint_dir: str | Path, metadata: dict[str, Any]) -> None:
+    """Every ``.safetensors`` file of a checkpoint opens and holds only finite values.
+
+    Raises:
+        CorruptFileError: naming the file (and the tensor) that is missing, unreadable or not finite.
+    """
+    from safetensors import safe_open
+
+    checkpoint_dir = Path(checkpoint_dir)
+    fix = "Fix: re-export or re-train; the file was damaged after it was written (copy, disk or edit)"
+    folders = [checkpoint_dir] + ([checkpoint_dir / metadata["base_dir"]] if metadata.get("base_dir") else [])
+    expected = WEIGHT_FILES.get(metadata.get("format", "full")) if metadata else None
+    if expected and not (checkpoint_dir / expected).exists() and not list(checkpoint_dir.glob("model-*.safetensors")):
+        raise CorruptFileError(f"{checkpoint_dir / expected}: missing ({metadata.get('format', 'full')} checkpoint "
+                               f"without its weights). {fix}")
+    for folder in folders:
+        for path in sorted(folder.glob("*.safetensors")):
+            try:
+                with safe_open(str(path), framework="pt") as weights:
+                    for name in weights.keys():
+                        tensor = weights.get_tensor(name)
+                        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                            bad = int((~torch.isfinite(tensor)).sum())
+                            raise CorruptFileError(f"{path}: tensor {name!r} has {bad} of {tensor.numel()} values "
+                                                   f"that are NaN or infinite. {fix}")
+            except CorruptFileError:
+                raise
+            except Exception as err:  # noqa: BLE001 - safetensors raises several types for a damaged file
+                raise CorruptFileError(f"{path}: not a readable safetensors file ({type(err).__name__}: "
+                                       f"{str(err).splitlines()[0] if str(err) else 'no detail'}). {fix}") from None
 
 
 def check_sid_index(metadata: dict[str, Any] | None, catalog) -> None:
@@ -212,6 +262,7 @@ def load_for_inference(checkpoint_dir: str | Path, dtype: str | torch.dtype | No
         _check_tokenizer(tokenizer, metadata)
         check_sid_index(metadata, catalog)
     verify_saved_tokenizer(tokenizer, checkpoint_dir)
+    check_weight_files(checkpoint_dir, metadata)
     if metadata.get("format") == "adapter":
         if metadata.get("base_dir"):
             base = AutoModelForCausalLM.from_pretrained(str(checkpoint_dir / metadata["base_dir"]),
@@ -265,5 +316,6 @@ def export_merged(checkpoint_dir: str | Path, output_dir: str | Path, dtype: str
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     _save_plain(merged, staging)
     save_tokenizer(tokenizer, staging)
+    (staging / EXPORT_MARKER).write_text(str(Path(checkpoint_dir).resolve()) + "\n")
     _replace_dir(staging, output_dir)
     return output_dir

@@ -24,8 +24,9 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from rec_lightning.data.dataset import IGNORE_INDEX
 from rec_lightning.data.tokenizer import add_sid_tokens as add_sid_tokens_to_tokenizer
+from rec_lightning.errors import ConfigurationError
 from rec_lightning.modules.backbone import BackboneOptions, add_sid_tokens, build_backbone
-from rec_lightning.modules.export import build_metadata, save_final_checkpoint
+from rec_lightning.modules.export import CheckpointMismatchError, build_metadata, save_final_checkpoint
 from rec_lightning.modules.lora import FinetuneMode, LoraOptions, apply_finetuning, count_parameters, unwrap_base
 from rec_lightning.modules.optim import OptimizerOptions, build_optimizer, time_budget_fraction
 from rec_lightning.prompts import NEXT_ITEM
@@ -206,6 +207,12 @@ class SFTModule(pl.LightningModule):
                                "`python -m rec_lightning evaluate`")
         return self.test_step_fn(self, batch, batch_idx)
 
+    def predict_step(self, batch: dict, batch_idx: int) -> Any:
+        """Not a ranking path of its own: says which commands produce predictions."""
+        raise ConfigurationError("SFTModule has no predict step: rankings per row come from `python -m rec_lightning "
+                                 "evaluate --checkpoint OUTPUT/final_checkpoint ...` (eval_results.json), or `test` "
+                                 "with the RankingEvaluation callback")
+
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self) -> dict:
         total = self.trainer.estimated_stepping_batches
@@ -228,7 +235,9 @@ class SFTModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep = self.trainable_state_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-        checkpoint["rec_lightning"] = {"sid_token_ids": list(self.sid_token_ids), "rng": _rng_states()}
+        # class_path: LightningCLI's --ckpt_path re-parses the hyper-parameters as this class's arguments
+        checkpoint["rec_lightning"] = {"sid_token_ids": list(self.sid_token_ids), "rng": _rng_states(),
+                                       "class_path": f"{type(self).__module__}.{type(self).__qualname__}"}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.model is None:
@@ -238,13 +247,13 @@ class SFTModule(pl.LightningModule):
         expected, found = self.trainable_state_keys(), set(checkpoint["state_dict"])
         if expected != found:
             missing, unexpected = sorted(expected - found), sorted(found - expected)
-            raise RuntimeError(f"the checkpoint does not fit this model ({self.finetune} mode): missing "
+            raise CheckpointMismatchError(f"the checkpoint does not fit this model ({self.finetune} mode): missing "
                                f"{missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
                                f"{'...' if len(unexpected) > 3 else ''}. Fix: resume with the same model and "
                                "finetune settings (the config saved next to the checkpoint)")
         saved = checkpoint.get("rec_lightning", {})
         if saved.get("sid_token_ids", self.sid_token_ids) != self.sid_token_ids:
-            raise RuntimeError("the checkpoint's SID token ids differ from this tokenizer's: resume with the same "
+            raise CheckpointMismatchError("the checkpoint's SID token ids differ from this tokenizer's: resume with the same "
                                "data (index.json) and tokenizer")
         if "rng" in saved:
             _set_rng_states(saved["rng"])

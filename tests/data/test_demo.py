@@ -9,7 +9,8 @@ def test_demo_is_deterministic_and_complete(tmp_path):
     b = make_demo_data(tmp_path / "b", seed=3, num_users=60)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert [str(f) for f in files] == ["index/Demo_Shop.index.json", "index/Demo_Shop.item.json", "info/Demo_Shop.txt",
-                                       "test/Demo_Shop.csv", "train/Demo_Shop.csv", "valid/Demo_Shop.csv"]
+                                       "rec_lightning_demo.json", "test/Demo_Shop.csv", "train/Demo_Shop.csv",
+                                       "valid/Demo_Shop.csv"]
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes()
     c = make_demo_data(tmp_path / "c", seed=4, num_users=60)

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from tiny_lm import SID_TOKENS, make_tokenizer, sample_batch, tiny_config
 
+from rec_lightning.modules.export import CheckpointMismatchError
 from rec_lightning.callbacks.export import FinalCheckpoint
 from rec_lightning.data.datamodule import RecDataModule
 from rec_lightning.modules.backbone import BackboneOptions
@@ -175,7 +176,7 @@ def test_checkpoint_from_another_mode_is_rejected():
     assert set(checkpoint["state_dict"]) == lora.trainable_state_keys()
     frozen = tiny_module("freeze_lm")
     frozen.build(make_tokenizer(), SID_TOKENS)
-    with pytest.raises(RuntimeError, match="does not fit this model \\(freeze_lm mode\\).*same model and finetune"):
+    with pytest.raises(CheckpointMismatchError, match="does not fit this model \\(freeze_lm mode\\).*same model and finetune"):
         frozen.on_load_checkpoint(checkpoint)
     with pytest.raises(RuntimeError, match="build the model before loading"):
         tiny_module("lora").on_load_checkpoint(checkpoint)

@@ -1,0 +1,148 @@
+"""``fit``, ``validate``, ``test``, ``predict``: LightningCLI with checks that run before any work starts.
+
+:class:`RecLightningCLI` is :class:`lightning.pytorch.cli.LightningCLI` with any LightningModule
+(``model.class_path``) and :class:`~rec_lightning.data.datamodule.RecDataModule`, plus:
+
+* ``--ckpt_path`` works for every rec_lightning module: LightningCLI re-parses a checkpoint's
+  hyper-parameters as the model's arguments, and ours are stored as plain dicts (loadable with
+  ``torch.load(weights_only=True)``), so they are given the class path recorded in the checkpoint
+  (``checkpoint["rec_lightning"]["class_path"]``, else the config's ``model.class_path``).
+* a recipe that asks for a GPU on a machine without one fails before anything is built (no empty
+  logger run), with the fix;
+* ``fit`` always has :class:`~rec_lightning.callbacks.interruption.InterruptionCheckpoint`, so
+  SIGTERM saves a checkpoint and exits 143 instead of 0.
+"""
+
+from __future__ import annotations
+
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from lightning.pytorch.cli import LightningCLI
+
+from rec_lightning.errors import ConfigurationError, CorruptFileError
+
+GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+def checkpoint_model_arguments(ckpt_path: str | Path, config_class_path: str | None) -> dict[str, Any] | None:
+    """The ``model`` config LightningCLI should take from a ``.ckpt``: ``{class_path, init_args}``, or None.
+
+    Raises:
+        CorruptFileError: the file is not a readable checkpoint.
+        ConfigurationError: the checkpoint was written by another module class than the config names.
+    """
+    fix = ("Fix: pass a .ckpt file written by this run (e.g. OUTPUT/logs/version_0/checkpoints/last.ckpt); a file "
+           "cut short by a crash cannot be resumed, use an older one")
+    if not zipfile.is_zipfile(ckpt_path):  # torch.load can hang on arbitrary bytes instead of failing
+        raise CorruptFileError(f"{ckpt_path}: not a readable Lightning checkpoint (not a torch zip archive). {fix}")
+    try:
+        checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        raise CorruptFileError(f"{ckpt_path}: not a readable Lightning checkpoint ({type(err).__name__}: "
+                               f"{first_line}). {fix}") from err
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    hparams.pop("_instantiator", None)
+    if not hparams:
+        return None
+    saved_class = (checkpoint.get("rec_lightning") or {}).get("class_path") or hparams.pop("_class_path", None)
+    class_path = saved_class or config_class_path
+    if class_path is None:
+        return None
+    if saved_class and config_class_path and _short(saved_class) != _short(config_class_path):
+        raise ConfigurationError(f"{ckpt_path} was written by {saved_class}, but the config's model is "
+                                 f"{config_class_path}. Fix: pass the config of the run that wrote the checkpoint "
+                                 "(saved beside it as config.yaml)")
+    return {"class_path": class_path, "init_args": hparams}
+
+
+def _short(class_path: str) -> str:
+    return class_path.rsplit(".", 1)[-1]
+
+
+def check_manual_optimization(model, trainer) -> None:
+    """Point a manually optimised module (GRPO) to its own clipping and accumulation options.
+
+    Raises:
+        ConfigurationError: ``trainer.gradient_clip_val`` or ``trainer.accumulate_grad_batches`` is set.
+    """
+    if model.automatic_optimization:
+        return
+    name = type(model).__name__
+    if trainer.gradient_clip_val:
+        raise ConfigurationError(f"{name} steps its optimizer itself, so --trainer.gradient_clip_val "
+                                 f"{trainer.gradient_clip_val} would not apply (Lightning refuses it). Fix: drop it and "
+                                 f"set --model.max_grad_norm {trainer.gradient_clip_val} (clips the total norm "
+                                 "before each step; 0 turns clipping off)")
+    if trainer.accumulate_grad_batches != 1:
+        raise ConfigurationError(f"{name} steps its optimizer itself, so --trainer.accumulate_grad_batches would not "
+                                 f"apply. Fix: drop it and set --model.accumulate_grad_batches "
+                                 f"{trainer.accumulate_grad_batches}")
+
+
+class RecLightningCLI(LightningCLI):
+    """LightningCLI for rec_lightning's modules (see the module docstring for what it adds)."""
+
+    def _parse_ckpt_path(self) -> None:
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if not ckpt_path:
+            return
+        if not Path(ckpt_path).is_file():
+            raise ConfigurationError(f"--ckpt_path {ckpt_path}: no such checkpoint file. Fix: pass an existing .ckpt "
+                                     "(the ModelCheckpoint folder, e.g. OUTPUT/logs/version_0/checkpoints/last.ckpt)")
+        model = self.config[subcommand].get("model")
+        config_class_path = getattr(model, "class_path", None) if model is not None else None
+        arguments = checkpoint_model_arguments(ckpt_path, config_class_path)
+        if arguments is None:
+            return
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": arguments}}, self.config)
+        except SystemExit:
+            sys.stderr.write(f"the hyper-parameters stored in {ckpt_path} do not parse as {arguments['class_path']}'s "
+                             "arguments (written by another version?)\n")
+            raise
+
+    def before_instantiate_classes(self) -> None:
+        subcommand = self.config.get("subcommand")
+        trainer = self.config[subcommand].get("trainer") if subcommand else self.config.get("trainer")
+        accelerator = str(getattr(trainer, "accelerator", None) or (trainer or {}).get("accelerator", "auto"))
+        if accelerator.lower() in GPU_ACCELERATORS and not torch.cuda.is_available():
+            raise ConfigurationError(f"this recipe needs a GPU (trainer.accelerator: {accelerator}), and this machine "
+                                     "has none that torch can use. Fix: add `--trainer.accelerator cpu "
+                                     "--trainer.precision 32-true` (slow for large models) or start from "
+                                     "configs/quickstart.yaml")
+
+    def before_fit(self) -> None:
+        from rec_lightning.callbacks.interruption import InterruptionCheckpoint
+
+        from rec_lightning.callbacks.export import FinalCheckpoint
+
+        check_manual_optimization(self.model, self.trainer)
+        resuming = bool(self.config_init[self.subcommand].get("ckpt_path"))
+        for callback in self.trainer.callbacks:  # before LightningCLI writes config.yaml into the run folder
+            if isinstance(callback, FinalCheckpoint):
+                callback.check_output(self.trainer, resuming)
+
+        if not any(isinstance(c, InterruptionCheckpoint) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(InterruptionCheckpoint())
+
+
+def run_lightning_cli(args: Sequence[str] | None) -> None:
+    """Run :class:`RecLightningCLI`; ``args=None`` lets it read ``sys.argv`` itself."""
+    from rec_lightning.data.datamodule import RecDataModule
+
+    RecLightningCLI(
+        model_class=None,
+        datamodule_class=RecDataModule,
+        subclass_mode_data=True,
+        args=None if args is None else list(args),
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+    )

@@ -1,0 +1,102 @@
+"""Resume and interruption through ``python -m rec_lightning fit`` (issue 10, items 1 and 2).
+
+One uninterrupted 8-step quickstart run is the baseline. A run SIGKILLed at step 5 (mid-epoch: an epoch
+is ~150 steps) resumes from ``last.ckpt`` (step 4); a run SIGTERMed at step 3 saves ``interrupted.ckpt``,
+exits 143 and prints the resume command. Both resumed runs end with exactly the baseline's weights.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+from safetensors.torch import load_file
+
+from cli_helpers import assert_clean_error, describe, run_cli, short_fit_args, write_short_run_config
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("rec_lightning_cache")
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory, cache):
+    folder = tmp_path_factory.mktemp("baseline")
+    result = run_cli(*short_fit_args(write_short_run_config(folder)), cwd=folder, cache=cache)
+    assert result.returncode == 0, describe(result)
+    return folder
+
+
+def final_weights(folder):
+    return load_file(str(folder / "run" / "final_checkpoint" / "model.safetensors"))
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    different = [name for name in a if not (a[name] == b[name]).all()]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_from_last_ckpt_reproduces_the_weights(tmp_path, cache, baseline):
+    config = write_short_run_config(tmp_path)
+    killed = run_cli(*short_fit_args(config, "--trainer.callbacks+=cli_helpers.SignalAtStep", "--trainer.callbacks.step=5",
+                                     "--trainer.callbacks.signal_name=SIGKILL"), cwd=tmp_path, cache=cache)
+    assert killed.returncode == -9, describe(killed)
+    assert not (tmp_path / "run" / "final_checkpoint").exists()
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    resumed = run_cli(*short_fit_args(config, "--ckpt_path", str(last)), cwd=tmp_path, cache=cache)
+    assert resumed.returncode == 0, describe(resumed)
+    assert "Restored all states from the checkpoint" in resumed.stdout + resumed.stderr
+    assert_same_weights(final_weights(tmp_path), final_weights(baseline))
+
+
+def test_sigterm_saves_a_checkpoint_exits_143_and_its_resume_command_reproduces_the_weights(tmp_path, cache, baseline):
+    config = write_short_run_config(tmp_path)
+    stopped = run_cli(*short_fit_args(config, "--trainer.callbacks+=cli_helpers.SignalAtStep", "--trainer.callbacks.step=3",
+                                      "--trainer.callbacks.signal_name=SIGTERM"), cwd=tmp_path, cache=cache)
+    assert stopped.returncode == 143, describe(stopped)
+    saved = tmp_path / "run" / "checkpoints" / "interrupted.ckpt"
+    assert saved.is_file() and not (tmp_path / "run" / "final_checkpoint").exists()
+    assert f"interrupted by SIGTERM at step 3 (epoch 0); a checkpoint was saved to {saved}" \
+        in stopped.stderr, describe(stopped)
+    hint = stopped.stderr.split("Resume with:\n", 1)[1].splitlines()[0].strip()
+    command = shlex.split(hint)
+    assert command[:3] == ["python", "-m", "rec_lightning"] and command[-2] == "--ckpt_path"
+    assert "SignalAtStep" in hint  # the exact command line, repeated: drop the fault injector to resume here
+    args = [a for a in command[3:] if "callbacks" not in a]
+    resumed = run_cli(*args, cwd=tmp_path, cache=cache)
+    assert resumed.returncode == 0, describe(resumed)
+    assert_same_weights(final_weights(tmp_path), final_weights(baseline))
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_validate_test_predict_accept_ckpt_path(tmp_path, cache, baseline, subcommand):
+    last = baseline / "run" / "checkpoints" / "last.ckpt"
+    extra = {"validate": ["--trainer.limit_val_batches", "2"],
+             "test": ["--trainer.limit_test_batches", "1", "--trainer.callbacks+=RankingEvaluation",
+                      "--trainer.callbacks.test_num_beams=5", "--trainer.callbacks.limit=8"],
+             "predict": ["--trainer.limit_predict_batches", "1"]}[subcommand]
+    config = write_short_run_config(tmp_path)
+    args = short_fit_args(config, "--ckpt_path", str(last), *extra)
+    args[0] = subcommand
+    result = run_cli(*args, cwd=tmp_path, cache=cache)
+    assert "Parsing of ckpt_path hyperparameters failed" not in result.stderr
+    if subcommand == "predict":  # the checkpoint parses and loads; SFTModule then points to evaluate
+        assert_clean_error(result, "SFTModule has no predict step", "rec_lightning evaluate")
+        return
+    assert result.returncode == 0, describe(result)
+    assert "Parsing of ckpt_path hyperparameters failed" not in result.stderr
+    assert "Restored all states" in result.stdout + result.stderr or "Loaded model weights" in result.stdout + \
+        result.stderr, describe(result)
+
+
+def test_ckpt_path_that_is_not_a_checkpoint_is_a_clear_error(tmp_path, cache):
+    bad = tmp_path / "broken.ckpt"
+    bad.write_bytes(b"\xff" * 4096)
+    config = write_short_run_config(tmp_path)
+    result = run_cli(*short_fit_args(config, "--ckpt_path", str(bad)), cwd=tmp_path, cache=cache)
+    assert_clean_error(result, f"{bad}: not a readable Lightning checkpoint", "Fix:")
+    missing = run_cli(*short_fit_args(config, "--ckpt_path", str(tmp_path / "nope.ckpt")), cwd=tmp_path, cache=cache)
+    assert_clean_error(missing, "no such checkpoint file")

@@ -1,0 +1,185 @@
+"""No data loss, no silent wrong results, no raw tracebacks: issue 10 items 3-6 through ``python -m rec_lightning``.
+
+Every data-loss case checks that the victim folder is byte-for-byte untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from cli_helpers import (assert_clean_error, cli_env, describe, folder_snapshot, run_cli, short_fit_args,
+                         write_short_run_config)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("rec_lightning_cache")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cache):
+    """A 2-step quickstart run: ``run/final_checkpoint`` and ``run/checkpoints/last.ckpt``."""
+    folder = tmp_path_factory.mktemp("trained")
+    result = run_cli(*short_fit_args(write_short_run_config(folder, max_steps=2)), cwd=folder, cache=cache)
+    assert result.returncode == 0, describe(result)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo") / "data"
+    result = run_cli("make-demo-data", "--output", str(folder), "--num_users", "50", "--train_tokenizer", "false",
+                     cwd=folder.parent)
+    assert result.returncode == 0, describe(result)
+    return folder
+
+
+# ---------------------------------------------------------------- item 3: data loss
+def test_export_into_the_run_folder_is_refused_and_the_run_is_untouched(trained, cache):
+    run = trained / "run"
+    before = folder_snapshot(run)
+    for extra in ([], ["--overwrite"]):
+        result = run_cli("export", "--checkpoint", str(run / "final_checkpoint"), "--output", str(run), *extra,
+                         cwd=trained, cache=cache)
+        assert_clean_error(result, "would delete the input")
+    assert folder_snapshot(run) == before
+
+
+def test_export_needs_overwrite_and_replaces_only_an_earlier_export(tmp_path, trained, cache):
+    checkpoint = str(trained / "run" / "final_checkpoint")
+    victim = tmp_path / "notes"
+    victim.mkdir()
+    (victim / "thesis.txt").write_text("months of work")
+    for extra in ([], ["--overwrite"]):
+        assert_clean_error(run_cli("export", "--checkpoint", checkpoint, "--output", str(victim), *extra,
+                                   cwd=tmp_path, cache=cache), str(victim))
+    assert folder_snapshot(victim) == {"thesis.txt": b"months of work"}
+    first = run_cli("export", "--checkpoint", checkpoint, "--output", "exported", cwd=tmp_path, cache=cache)
+    assert first.returncode == 0, describe(first)
+    assert_clean_error(run_cli("export", "--checkpoint", checkpoint, "--output", "exported", cwd=tmp_path, cache=cache),
+                       "add --overwrite")
+    again = run_cli("export", "--checkpoint", checkpoint, "--output", "exported", "--overwrite", cwd=tmp_path,
+                    cache=cache)
+    assert again.returncode == 0, describe(again)
+
+
+def test_make_demo_data_refuses_a_folder_it_did_not_write(tmp_path, demo):
+    real = tmp_path / "real"
+    shutil.copytree(demo, real)
+    (real / "rec_lightning_demo.json").unlink()  # now it looks like anyone's data folder
+    before = folder_snapshot(real)
+    result = run_cli("make-demo-data", "--output", str(real), "--num_users", "50", "--train_tokenizer", "false",
+                     cwd=tmp_path)
+    assert_clean_error(result, "the demo generator did not write", "Fix:")
+    assert folder_snapshot(real) == before
+    regenerated = run_cli("make-demo-data", "--output", str(demo), "--num_users", "50", "--train_tokenizer", "false",
+                          cwd=tmp_path)
+    assert regenerated.returncode == 0, describe(regenerated)  # an earlier demo set may be rewritten
+
+
+def test_fit_refuses_to_replace_another_runs_final_checkpoint(tmp_path, trained, cache):
+    shutil.copytree(trained / "run" / "final_checkpoint", tmp_path / "run" / "final_checkpoint")
+    before = folder_snapshot(tmp_path / "run" / "final_checkpoint")
+    result = run_cli(*short_fit_args(write_short_run_config(tmp_path, max_steps=2)), cwd=tmp_path, cache=cache)
+    assert_clean_error(result, "already holds a final checkpoint from an earlier run", "--trainer.default_root_dir")
+    assert folder_snapshot(tmp_path / "run" / "final_checkpoint") == before
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before training
+
+
+def evaluate_args(checkpoint, output, *extra):
+    return ["evaluate", "--checkpoint", str(checkpoint), "--split", "test", "--limit", "8", "--num_beams", "5",
+            "--ks", "1", "5", "--batch_size", "8", "--max_length", "256", "--accelerator", "cpu", "--output",
+            str(output), *extra]
+
+
+def test_second_evaluate_into_one_output_is_refused(tmp_path, trained, cache):
+    checkpoint = trained / "run" / "final_checkpoint"
+    output = tmp_path / "eval"
+    output.mkdir()
+    (output / ".rec_lightning.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
+                                                            "command": "evaluate", "started": "now"}))
+    assert_clean_error(run_cli(*evaluate_args(checkpoint, output), cwd=tmp_path, cache=cache),
+                       "is being written by another run (evaluate, pid")
+    (output / ".rec_lightning.lock").unlink()
+    first = run_cli(*evaluate_args(checkpoint, output), cwd=tmp_path, cache=cache)
+    assert first.returncode == 0, describe(first)
+    assert "rows with no item from decoding: 0 of 8" in first.stdout
+    results = (output / "eval_results.json").read_bytes()
+    assert_clean_error(run_cli(*evaluate_args(checkpoint, output), cwd=tmp_path, cache=cache),
+                       "already holds eval_results.json")
+    assert (output / "eval_results.json").read_bytes() == results and not (output / ".rec_lightning.lock").exists()
+
+
+# ---------------------------------------------------------------- items 4 and 5: damaged checkpoints
+def damaged_copy(tmp_path, trained, damage):
+    copy = tmp_path / "final_checkpoint"
+    shutil.copytree(trained / "run" / "final_checkpoint", copy)
+    damage(copy)
+    return copy
+
+
+def overwrite_middle(path, size=4096):
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + size] = b"\xff" * size
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, phrases", [
+    (lambda c: overwrite_middle(c / "model.safetensors"), ["model.safetensors: tensor", "NaN or infinite"]),
+    (lambda c: (c / "model.safetensors").write_bytes((c / "model.safetensors").read_bytes()[:5000]),
+     ["model.safetensors: not a readable safetensors file"]),
+    (lambda c: (c / "model.safetensors").unlink(), ["model.safetensors: missing"]),
+    (lambda c: (c / "rec_lightning.json").write_text('{"format": "full",'), ["rec_lightning.json: not valid JSON (line 1"]),
+])
+def test_damaged_checkpoint_is_named_in_a_clear_error(tmp_path, trained, cache, damage, phrases):
+    checkpoint = damaged_copy(tmp_path, trained, damage)
+    result = run_cli(*evaluate_args(checkpoint, tmp_path / "eval"), cwd=tmp_path, cache=cache)
+    assert_clean_error(result, *phrases)
+    traced = run_cli(*evaluate_args(checkpoint, tmp_path / "eval2"), "--traceback", cwd=tmp_path, cache=cache)
+    assert traced.returncode != 0 and "Traceback (most recent call last)" in traced.stderr
+
+
+# ---------------------------------------------------------------- items 5 and 6: clear messages
+def test_fit_with_a_missing_data_dir_says_the_folder_is_missing(tmp_path, cache):
+    result = run_cli(*short_fit_args(write_short_run_config(tmp_path), "--data.data_dir", str(tmp_path / "nope")),
+                     cwd=tmp_path, cache=cache)
+    assert_clean_error(result, f"{tmp_path / 'nope'}: 1 problem(s)", "the data folder does not exist")
+    assert "categories present" not in result.stderr
+
+
+def test_gpu_recipe_on_a_cpu_machine_fails_first_with_the_fix(tmp_path, cache):
+    result = run_cli(*short_fit_args(write_short_run_config(tmp_path), "--trainer.accelerator", "gpu"),
+                     cwd=tmp_path, cache=cache)
+    assert_clean_error(result, "this recipe needs a GPU", "--trainer.accelerator cpu", "configs/quickstart.yaml")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("edit, outcome", [
+    ("bom", "ok"), ("long_field", "ok"), ("duplicate_key", "key '0' appears more than once"),
+])
+def test_check_data_on_edited_files(tmp_path, demo, edit, outcome):
+    data = tmp_path / "data"
+    shutil.copytree(demo, data)
+    train = data / "train" / "Demo_Shop.csv"
+    if edit == "bom":
+        train.write_bytes(b"\xef\xbb\xbf" + train.read_bytes())
+    elif edit == "long_field":
+        lines = train.read_text().splitlines(keepends=True)
+        cells = lines[1].rstrip("\n").split(",", 1)
+        lines[1] = f'{cells[0]}{"x" * 140_000},{cells[1]}\n'  # a 140,000-character user id
+        train.write_text("".join(lines))
+    else:
+        index = data / "index" / "Demo_Shop.index.json"
+        text = index.read_text()
+        index.write_text(text[:-1] + ', "0": ["<a_0>", "<b_0>", "<c_0>"]}')
+    result = run_cli("check-data", "--data_dir", str(data), "--category", "Demo_Shop", cwd=tmp_path,
+                     env=cli_env())
+    if outcome == "ok":
+        assert result.returncode == 0, describe(result)
+    else:
+        assert_clean_error(result, outcome)
