@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from rec_lightning.baselines import PopularityModel, TransitionModel
+from rec_lightning.modules.baselines import PopularityModel, TransitionModel
 from rec_lightning.data.records import SequenceRecord
 from rec_lightning.item_ranking import RankingResults, SIDRanker
 from rec_lightning.sid import ItemCatalog

@@ -68,7 +68,7 @@ def test_print_config_through_the_real_cli(path: Path, capsys) -> None:
         main(["fit", *args, "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["class_path"] and printed["data"]["class_path"].endswith("RecDataModule")
+    assert printed["model"]["class_path"] and printed["data"]["class_path"].endswith(("RecDataModule", "ItemSequenceDataModule"))
 
 
 def test_unknown_key_is_rejected(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@
     python -m rec_lightning baseline --kind transition --decay 0.3 ... --output outputs/transition
     python -m rec_lightning baseline --kind sasrec --checkpoint outputs/sasrec/final_checkpoint ... --output outputs/sasrec
 
-``popularity`` and ``transition`` are fit on the train split here (see :mod:`rec_lightning.baselines`);
+``popularity`` and ``transition`` are fit on the train split here (see :mod:`rec_lightning.modules.baselines`);
 ``sasrec`` loads a ``final_checkpoint/`` trained with ``fit --config configs/sasrec.yaml``. Writes
 ``eval_results.json`` and ``metrics.json`` with ``evaluate``'s keys and rows, so ``report`` compares a
 baseline with any LLM run; prints the same table.
@@ -64,7 +64,7 @@ def main(argv: Sequence[str]) -> None:
 
 def _scorer(args: argparse.Namespace, datamodule, num_columns: int):
     """``histories (list of item-id lists) -> [B, V] rank scores, [B, V] scores shown``, and a description."""
-    from rec_lightning.baselines import PopularityModel, TransitionModel
+    from rec_lightning.modules.baselines import PopularityModel, TransitionModel
 
     if args.kind == "popularity":
         model = PopularityModel(num_columns).fit(datamodule.records("train"))

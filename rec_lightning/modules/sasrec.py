@@ -126,7 +126,10 @@ class SASRecModule(pl.LightningModule):
                  max_history: int | None = None, num_columns: int | None = None, lr: float = 1e-3,
                  weight_decay: float = 0.0, ks: tuple[int, ...] = (1, 3, 5, 10, 20, 50)) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # sizes left to the data are recorded once known (_build): a None here would clash with the data
+        # module's max_history when Lightning merges both hparams for the logger
+        self.save_hyperparameters(ignore=[name for name, value in (("max_history", max_history),
+                                                                   ("num_columns", num_columns)) if value is None])
         self.network: SASRec | None = None
         self.ranker: SIDRanker | None = None
         self.val_metrics = RankingMetrics(ks)
@@ -146,7 +149,7 @@ class SASRecModule(pl.LightningModule):
                             "(data.class_path in the config)")
         catalog = datamodule.catalog
         if self.network is None:
-            self._build(datamodule.num_columns, self.hparams.max_history or datamodule.max_history)
+            self._build(datamodule.num_columns, self.hparams.get("max_history") or datamodule.max_history)
         elif self.network.num_columns != datamodule.num_columns:
             raise ValueError(f"the model scores {self.network.num_columns} item ids, the data has "
                              f"{datamodule.num_columns}: the same catalog is needed")

@@ -99,7 +99,8 @@ def test_wrong_sid_index_or_tokenizer_fails_with_a_fix(tmp_path):
 
 def test_export_of_a_non_checkpoint_says_what_to_pass(tmp_path):
     with pytest.raises(SystemExit, match="not a checkpoint folder.*final_checkpoint"):
-        export_main(["--checkpoint", str(tmp_path), "--output", str(tmp_path / "out")])
+        (tmp_path / "not_a_checkpoint").mkdir()
+        export_main(["--checkpoint", str(tmp_path / "not_a_checkpoint"), "--output", str(tmp_path / "out")])
 
 
 @pytest.mark.parametrize("tied", [True, False])
