@@ -27,7 +27,7 @@ def per_row_values(ranks: Sequence[int], metric: str) -> np.ndarray:
     name, _, cutoff = metric.partition("@")
     if name == "mrr":
         limit = int(cutoff) if cutoff else np.iinfo(np.int64).max
-        return np.where(hit & (ranks < limit), 1.0 / (ranks + 1.0), 0.0)
+        return np.where(hit & (ranks < limit), 1.0 / (np.maximum(ranks, 0) + 1.0), 0.0)
     if name in ("hr", "ndcg") and cutoff.isdigit():
         inside = hit & (ranks < int(cutoff))
         if name == "hr":
