@@ -67,7 +67,8 @@ def test_cases_are_exactly_the_disagreeing_rows(report_dir):
     assert "A hit@10, C missed: 4 rows; the first 2:" in stdout
     assert f'row 0: target {SIDS[0]} "Target item 0"\n    A: not in the list' in stdout
     assert f'    B: found at rank 1\n      1. {SIDS[0]} "title of {SIDS[0]}"' in stdout
-    assert "row 2: target" in stdout and "row 3: target" not in stdout.split("A hit@10, B missed")[0]
+    shown = stdout.split("B hit@10, A missed")[1].split("A hit@10, B missed")[0]  # --cases 2: rows 0 and 1
+    assert "row 1: target" in shown and "row 2: target" not in shown
     assert "correct cases" not in stdout  # random cases only for a single run
 
 
