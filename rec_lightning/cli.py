@@ -35,6 +35,7 @@ COMMANDS = {
     "export": ("export", "export a final_checkpoint as an adapter or a merged HF model"),
     "evaluate": ("evaluate", "constrained beam search evaluation of a final checkpoint"),
     "report": ("report", "compare evaluation results (tables, cases, charts)"),
+    "recommend": ("recommend", "top-K items with titles for given histories, from a final checkpoint"),
     "embed-items": ("embed_items", "embed item text with an HF encoder (for SID construction)"),
     "build-sids": ("build_sids", "quantise item embeddings into collision-free SIDs"),
     "baseline": ("baseline", "popularity, transition or SASRec baseline, scored like evaluate"),

@@ -162,6 +162,21 @@ def write_json_atomic(path: str | Path, payload: Any) -> Path:
     return path
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write text to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
+    return path
+
+
 def write_results(output_dir: str | Path, records: list[dict[str, Any]],
                   metrics: Mapping[str, Any]) -> tuple[Path, Path]:
     """Write ``eval_results.json`` and ``metrics.json`` into ``output_dir`` (each atomically)."""

@@ -74,6 +74,10 @@ def summarize(name: str, records: list[dict[str, Any]], ks: Sequence[int] = DEFA
     metric = RankingMetrics(metric_ks(num_beams, ks))
     metric.update(torch.tensor(ranks), torch.tensor(invalid))
     metrics = {key: value.item() for key, value in metric.compute().items()}
+    from rec_lightning.significance import per_row_values
+
+    for cutoff in sorted({k for k in (10, num_beams) if k <= num_beams}):  # MRR named by its cut-off
+        metrics[f"mrr@{cutoff}"] = float(per_row_values(ranks, f"mrr@{cutoff}").mean())
     hits = [r for r in ranks if r >= 0]
     metrics["mean_hit_rank"] = (sum(hits) / len(hits) + 1) if hits else float("nan")  # 1 = top of the list
     metrics["num_beams"] = num_beams
@@ -91,8 +95,10 @@ def _well_formed(sid: str) -> bool:
 def metric_names(summaries: Sequence[RunSummary]) -> list[str]:
     """Metric columns shared by every run, in table order (HR@K, NDCG@K, MRR, then counts)."""
     shared = [name for name in summaries[0].metrics if all(name in s.metrics for s in summaries[1:])]
-    return [n for n in shared if n.startswith("hr@")] + [n for n in shared if n.startswith("ndcg@")] + [
-        n for n in ("mrr", "mean_hit_rank", "invalid", "count") if n in shared]
+    mrr = sorted((n for n in shared if n.startswith("mrr@")), key=lambda n: int(n[4:])) or [
+        n for n in ("mrr",) if n in shared]  # "mrr" (whole list) only where no named cut-off exists
+    return [n for n in shared if n.startswith("hr@")] + [n for n in shared if n.startswith("ndcg@")] + mrr + [
+        n for n in ("mean_hit_rank", "invalid", "count") if n in shared]
 
 
 def format_table(summaries: Sequence[RunSummary]) -> str:
@@ -154,7 +160,7 @@ def describe_case(summary: RunSummary, position: int, title_of_sid: Callable[[st
     return "\n".join(lines)
 
 
-PAIRED_METRICS = ("hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "mrr")
+PAIRED_METRICS = ("hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "mrr@10", "mrr")  # "mrr": mrr@<list length>
 
 
 def paired_comparison(first: RunSummary, second: RunSummary, metrics: Sequence[str] = PAIRED_METRICS,
@@ -183,19 +189,80 @@ def paired_comparison(first: RunSummary, second: RunSummary, metrics: Sequence[s
         if a[row][0] != b[row][0]:
             raise ValueError(f"row {row} has target {a[row][0]} in {first.name} but {b[row][0]} in {second.name}: "
                              "not the same data")
-    num_beams = min(first.metrics.get("num_beams", 50), second.metrics.get("num_beams", 50))
-    usable = [m for m in metrics if m == "mrr" or int(m.split("@")[1]) <= num_beams]
+    num_beams = int(min(first.metrics.get("num_beams", 50), second.metrics.get("num_beams", 50)))
+    named = [f"mrr@{num_beams}" if m == "mrr" else m for m in metrics]
+    usable = list(dict.fromkeys(m for m in named if int(m.split("@")[1]) <= num_beams))
     return compare_ranks([a[r][1] for r in rows], [b[r][1] for r in rows], usable, num_samples=num_samples, seed=seed)
 
 
 def format_paired(first: RunSummary, second: RunSummary, comparisons: Sequence) -> str:
     """A table of each metric's difference with its interval and p-value."""
-    lines = [f"{second.name} vs {first.name} on {comparisons[0].count} paired rows (bootstrap 95% interval, "
-             "paired sign-flip p-value):",
-             f"{'metric':<10}{first.name[:12]:>12}{second.name[:12]:>12}{'difference':>12}{'relative':>10}"
-             f"{'95% interval':>24}{'p':>8}"]
+    lines = [f"{second.name} vs {first.name} on {comparisons[0].count} paired rows (bootstrap 95% intervals of "
+             "each run and of the difference, paired sign-flip p-value):",
+             f"{'metric':<10}{first.name[:10]:>10}{'95% interval':>18}{second.name[:10]:>10}{'95% interval':>18}"
+             f"{'difference':>12}{'relative':>10}{'95% interval':>20}{'p':>8}"]
     for c in comparisons:
         relative = f"{100 * c.relative:+.1f}%" if c.relative == c.relative else "n/a"
-        lines.append(f"{c.metric:<10}{c.mean_a:>12.4f}{c.mean_b:>12.4f}{c.difference:>+12.4f}{relative:>10}"
-                     f"{f'[{c.ci_low:+.4f}, {c.ci_high:+.4f}]':>24}{c.p_value:>8.4f}")
+        lines.append(f"{c.metric:<10}{c.mean_a:>10.4f}{f'[{c.ci_a_low:.4f}, {c.ci_a_high:.4f}]':>18}"
+                     f"{c.mean_b:>10.4f}{f'[{c.ci_b_low:.4f}, {c.ci_b_high:.4f}]':>18}{c.difference:>+12.4f}"
+                     f"{relative:>10}{f'[{c.ci_low:+.4f}, {c.ci_high:+.4f}]':>20}{c.p_value:>8.4f}")
     return "\n".join(lines)
+
+
+def disagreeing_rows(first: RunSummary, second: RunSummary, k: int = 10) -> tuple[list[int], list[int]]:
+    """Positions (in ``first``'s record order) where ``second`` hit within the top ``k`` and ``first`` missed,
+    and the reverse. Rows are matched by their ``row`` field (by position without one), as in
+    :func:`paired_comparison`; rows missing from ``second`` are skipped."""
+    position_b = {record.get("row", i): i for i, record in enumerate(second.records)}
+    b_only, a_only = [], []
+    for position, record in enumerate(first.records):
+        other = position_b.get(record.get("row", position))
+        if other is None:
+            continue
+        hit_a = 0 <= first.ranks[position] < k
+        hit_b = 0 <= second.ranks[other] < k
+        if hit_b and not hit_a:
+            b_only.append(position)
+        elif hit_a and not hit_b:
+            a_only.append(position)
+    return b_only, a_only
+
+
+def describe_disagreement(first: RunSummary, second: RunSummary, position: int,
+                          title_of_sid: Callable[[str], str] | None = None, top: int = 3) -> str:
+    """One row as both runs saw it: the target with its title, then each run's rank and top predictions."""
+    row = first.records[position].get("row", position)
+    other = next(i for i, r in enumerate(second.records) if r.get("row", i) == row)
+    head, *first_lines = describe_case(first, position, title_of_sid, top).splitlines()
+    _, *second_lines = describe_case(second, other, title_of_sid, top).splitlines()
+    where = f" found at rank {first.ranks[position] + 1}" if first.ranks[position] >= 0 else " not in the list"
+    lines = [head[: -len(where)]]  # the target line without first's rank
+    for summary, index, predictions in ((first, position, first_lines), (second, other, second_lines)):
+        rank = summary.ranks[index]
+        lines.append(f"    {summary.name}: " + (f"found at rank {rank + 1}" if rank >= 0 else "not in the list"))
+        lines.extend("  " + line for line in predictions)
+    return "\n".join(lines)
+
+
+PAPER_METRICS = ("hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10")
+
+
+def paper_table(summaries: Sequence[RunSummary], markdown: bool = True) -> str:
+    """Runs as rows, HR@3/5/10 and NDCG@3/5/10 as columns (MiniOneRec's paper layout), 4 decimals.
+
+    ``markdown=False`` gives CSV (``method,HR@3,...``); metrics a run lacks are left empty.
+    """
+    header = ["Method"] + [name.upper() for name in PAPER_METRICS]
+    rows = [[s.name] + [f"{s.metrics[m]:.4f}" if m in s.metrics else "" for m in PAPER_METRICS] for s in summaries]
+    if not markdown:
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return buffer.getvalue()
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * len(PAPER_METRICS)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

@@ -2,7 +2,7 @@
 
 Per-row metric values come from each row's target rank (-1 = not in the list): HR@K is 1 when
 ``0 <= rank < K``, NDCG@K is ``1 / log2(rank + 2)`` then, MRR is ``1 / (rank + 1)`` over the whole list.
-The interval of the difference ``B - A`` resamples rows with replacement (the same rows for both runs,
+The intervals of each run's mean and of the difference ``B - A`` resample rows with replacement (the same rows for both runs,
 which is what makes it paired) and takes percentiles; the p-value is a paired sign-flip permutation
 test of the mean difference (two-sided, with the +1 correction so it is never exactly 0).
 """
@@ -50,6 +50,10 @@ class PairedComparison:
     relative: float  # difference / mean_a (nan when mean_a is 0)
     p_value: float  # paired sign-flip test, two-sided
     confidence: float
+    ci_a_low: float = math.nan  # bootstrap percentile interval of mean_a (same resampled rows)
+    ci_a_high: float = math.nan
+    ci_b_low: float = math.nan  # ... and of mean_b
+    ci_b_high: float = math.nan
 
     def excludes_zero(self) -> bool:
         return self.ci_low > 0 or self.ci_high < 0
@@ -78,11 +82,17 @@ def paired_bootstrap(values_a: Sequence[float], values_b: Sequence[float], metri
     delta = b - a  # [N]
     n = delta.size
     means = np.empty(num_samples)
+    means_a = np.empty(num_samples)
+    means_b = np.empty(num_samples)
     for start in range(0, num_samples, 1000):  # chunks keep memory at 1000 x N
         rows = rng.integers(0, n, size=(min(1000, num_samples - start), n))
         means[start:start + rows.shape[0]] = delta[rows].mean(axis=1)
+        means_a[start:start + rows.shape[0]] = a[rows].mean(axis=1)
+        means_b[start:start + rows.shape[0]] = b[rows].mean(axis=1)
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
+    a_low, a_high = np.quantile(means_a, [tail, 1 - tail])
+    b_low, b_high = np.quantile(means_b, [tail, 1 - tail])
     observed = delta.mean()
     extreme = 0
     for start in range(0, num_samples, 1000):
@@ -92,7 +102,9 @@ def paired_bootstrap(values_a: Sequence[float], values_b: Sequence[float], metri
     return PairedComparison(metric=metric, count=n, mean_a=mean_a, mean_b=float(b.mean()), difference=float(observed),
                             ci_low=float(low), ci_high=float(high),
                             relative=float(observed / mean_a) if mean_a else math.nan,
-                            p_value=(extreme + 1) / (num_samples + 1), confidence=confidence)
+                            p_value=(extreme + 1) / (num_samples + 1), confidence=confidence,
+                            ci_a_low=float(a_low), ci_a_high=float(a_high), ci_b_low=float(b_low),
+                            ci_b_high=float(b_high))
 
 
 def compare_ranks(ranks_a: Sequence[int], ranks_b: Sequence[int], metrics: Sequence[str] = ("hr@10", "ndcg@10"),

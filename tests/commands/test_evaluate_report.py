@@ -88,7 +88,7 @@ def test_two_processes_count_each_row_once_and_report_compares_runs(quickstart_c
 
     report = run("report", str(one_dir / "eval_results.json"), str(tmp_path / "two" / "eval_results.json"),
                  "--names", "one", "two", "--output", str(tmp_path / "report"), "--cases", "2").stdout
-    assert "vs one" in report and "mean_hit_rank" in report and "incorrect cases" in report
+    assert "vs one" in report and "mean_hit_rank" in report and "two hit@10, one missed" in report
     summary = json.loads((tmp_path / "report" / "report.json").read_text())
     # the report recomputes the metrics from the records: they match what evaluate wrote
     for name in ("hr@1", "hr@5", "hr@10", "ndcg@10", "mrr"):
