@@ -16,30 +16,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DECAYS = (0.0, 0.3, 0.5, 0.7)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_data import DECAYS, REPO, metrics_of, run  # noqa: E402  (one command runner for the benchmarks)
+
 COLUMNS = ["hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "mrr"]
-
-
-def run(*args: str, log: Path) -> float:
-    """``python -m rec_lightning ARGS`` with its output in ``log``; returns wall seconds; raises on failure."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    start = time.perf_counter()
-    with log.open("w") as stream:
-        result = subprocess.run([sys.executable, "-m", "rec_lightning", *args], cwd=REPO, env=env, stdout=stream,
-                                stderr=subprocess.STDOUT)
-    if result.returncode:
-        raise SystemExit(f"`python -m rec_lightning {' '.join(args)}` failed (exit {result.returncode}); see {log}")
-    return time.perf_counter() - start
-
-
-def metrics_of(folder: Path) -> dict:
-    return json.loads((folder / "metrics.json").read_text())
 
 
 def main() -> None:

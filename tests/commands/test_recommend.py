@@ -8,32 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
-import yaml
 
-from rec_lightning.data.datamodule import RecDataModule
-from rec_lightning.data.demo import make_demo_data
-from rec_lightning.modules.sft import SFTModule
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """The quickstart's model (configs/quickstart.yaml) trained 20 steps on a 40-user demo shop."""
-    root = tmp_path_factory.mktemp("recommend")
-    data_dir = make_demo_data(root / "data", seed=0, num_users=40)
-    model_args = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())["model"]["init_args"]
-    datamodule = RecDataModule(data_dir=str(data_dir), category="Demo_Shop", batch_size=16, max_length=256,
-                               cache_dir=str(root / "cache"))
-    pl.seed_everything(0)
-    module = SFTModule(**model_args)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=20, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(root))
-    trainer.fit(module, datamodule=datamodule)
-    checkpoint = module.save_final_checkpoint(root / "final_checkpoint")
-    return checkpoint, data_dir, datamodule.generation_examples("test")
+def trained(quickstart_trained):
+    """(checkpoint, data dir, test examples) of the shared quickstart-trained model (conftest)."""
+    return quickstart_trained
 
 
 def run(*args: str, expect_ok: bool = True, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess:
