@@ -148,18 +148,7 @@ def invalid_predictions(output: DecodingOutput, num_items: int) -> torch.Tensor:
 
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write JSON to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=1, ensure_ascii=False)
-            stream.write("\n")
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
-    return path
+    return write_text_atomic(path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
