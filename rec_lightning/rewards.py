@@ -13,6 +13,9 @@ carries its own target, repeated over its group). Rewards (minionerec-reference.
   for 3 levels): a denser signal than exact match.
 - ``semantic``: cosine similarity of item embeddings (a ``.npy`` matrix, row = item id, given by the
   user); a SID shared by several items uses the mean of their cosines.
+- ``cf``: the probability a collaborative-filtering model gives the completion after the user's item
+  history (:class:`rec_lightning.modules.cf_reward.CollaborativeReward`, backed by our SASRec). Reward
+  objects with ``uses_histories = True`` get ``histories=`` (one tuple of item ids per prompt) as well.
 """
 
 from __future__ import annotations
@@ -136,8 +139,20 @@ class RewardResult:
 
 
 def combine_rewards(functions: Mapping[str, RewardFn], weights: Mapping[str, float], completions: Sequence[str],
-                    targets: Sequence[str], group_size: int) -> RewardResult:
-    """Evaluate every reward function and add them with their weights."""
-    per_function = {name: fn(completions, targets, group_size) for name, fn in functions.items()}
+                    targets: Sequence[str], group_size: int,
+                    histories: Sequence[Sequence[int]] | None = None) -> RewardResult:
+    """Evaluate every reward function and add them with their weights.
+
+    ``histories`` (one tuple of item ids per prompt) is passed to the functions that declare
+    ``uses_histories``; they cannot be used without it.
+    """
+    per_function = {}
+    for name, fn in functions.items():
+        if getattr(fn, "uses_histories", False):
+            if histories is None:
+                raise ValueError(f"the {name} reward needs the prompts' item histories (histories=...)")
+            per_function[name] = fn(completions, targets, group_size, histories=histories)
+        else:
+            per_function[name] = fn(completions, targets, group_size)
     total = [sum(weights[name] * per_function[name][i] for name in functions) for i in range(len(completions))]
     return RewardResult(total, per_function)

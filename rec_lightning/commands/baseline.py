@@ -74,18 +74,13 @@ def _scorer(args: argparse.Namespace, datamodule, num_columns: int):
         return ((lambda histories: (model.scores(histories), model.transition_scores(histories))),
                 f"transition (decay {args.decay}, {args.counting})")
     from rec_lightning.data.item_sequences import encode_history
-    from rec_lightning.modules.sasrec import load_sasrec
+    from rec_lightning.modules.sasrec import check_sasrec_catalog, load_sasrec
 
     try:
         network, config = load_sasrec(args.checkpoint)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(str(err)) from None
-    checksum = datamodule.catalog.checksum()
-    if config.get("catalog_checksum") not in (None, "", checksum) or config["num_columns"] != num_columns:
-        raise SystemExit(f"{args.checkpoint}: trained on another item index (checksum "
-                         f"{config.get('catalog_checksum', '')[:12]}, {config['num_columns']} item ids) than "
-                         f"{datamodule.data_dir} ({checksum[:12]}, {num_columns}). Fix: pass the same data_dir and "
-                         "category as its fit, or train SASRec on this data")
+    check_sasrec_catalog(config, datamodule.catalog, args.checkpoint)
 
     def score(histories):
         ids = torch.tensor([encode_history(h, config["max_history"]) for h in histories], dtype=torch.long)

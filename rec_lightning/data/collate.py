@@ -19,7 +19,8 @@ class Collator:
 
     Returns (when called):
         ``input_ids`` and ``attention_mask`` [B, L]; ``labels`` [B, L] (-100 on padding) when the items
-        have labels; ``index`` and ``target_item_id`` [B].
+        have labels; ``index`` and ``target_item_id`` [B]; ``history_item_ids`` [B, H] (the item ids of each
+        example's history, oldest first, left-padded with -1; H = the longest history in the batch).
     """
 
     def __init__(self, pad_token_id: int, padding_side: Literal["right", "left"] = "right") -> None:
@@ -50,7 +51,24 @@ class Collator:
         }
         if labels is not None:
             batch["labels"] = labels
+        if "history_item_ids" in items[0]:
+            batch["history_item_ids"] = pad_histories([item["history_item_ids"] for item in items])
         return batch
+
+
+def pad_histories(histories: Sequence[Sequence[int]]) -> torch.Tensor:
+    """``[B, H]`` item ids, each history right-aligned (oldest first) and left-padded with -1."""
+    width = max((len(h) for h in histories), default=0)
+    padded = torch.full((len(histories), width), -1, dtype=torch.long)
+    for row, history in enumerate(histories):
+        if history:
+            padded[row, width - len(history):] = torch.tensor(history, dtype=torch.long)
+    return padded
+
+
+def unpad_histories(padded: torch.Tensor) -> list[tuple[int, ...]]:
+    """The inverse of :func:`pad_histories`: one tuple of item ids per row."""
+    return [tuple(i for i in row if i >= 0) for row in padded.tolist()]
 
 
 def padding_fraction(attention_mask: torch.Tensor) -> float:

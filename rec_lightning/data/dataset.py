@@ -130,7 +130,8 @@ class RecDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         ids = self.input_ids[index]
         target = self.examples[index].target_item_id
-        item = {"input_ids": ids, "index": index, "target_item_id": -1 if target is None else target}
+        item = {"input_ids": ids, "index": index, "target_item_id": -1 if target is None else target,
+                "history_item_ids": self.examples[index].history_item_ids}
         if self.with_response:
             n_prompt = self.num_prompt_tokens[index]
             if self.prompt_label_ids is None:

@@ -32,9 +32,12 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 
+from rec_lightning.data.collate import unpad_histories
 from rec_lightning.decoding import constrained_beam_search, constrained_sample
+from rec_lightning.errors import ConfigurationError
 from rec_lightning.logprobs import completion_logprobs
 from rec_lightning.losses import LossType, RewardScaling, group_advantages, policy_loss
+from rec_lightning.modules.cf_reward import CollaborativeReward
 from rec_lightning.modules.export import load_for_inference, save_final_checkpoint
 from rec_lightning.modules.lora import LoraOptions, is_adapter_model, merge_adapter
 from rec_lightning.modules.optim import OptimizerOptions, build_optimizer, time_budget_fraction
@@ -45,6 +48,7 @@ from rec_lightning.rewards import RANK_AWARE, REWARDS, SemanticReward, combine_r
 from rec_lightning.trie import SIDTrie
 
 log = logging.getLogger(__name__)
+MODEL_REWARDS = ("semantic", "cf")  # rewards backed by a model or matrix the user provides
 
 
 @dataclass
@@ -128,8 +132,10 @@ class GRPOModule(pl.LightningModule):
         finetune: ``lora`` (fresh adapter on the merged SFT model; reference = adapter off) or ``full``.
         lora: LoRA settings for ``lora`` mode.
         group: how groups are generated.
-        rewards: reward name -> weight; names: rule, ranking, ranking_only, prefix, semantic.
+        rewards: reward name -> weight; names: rule, ranking, ranking_only, prefix, semantic, cf.
         semantic_embeddings: ``.npy`` item embeddings (row = item id) for the ``semantic`` reward.
+        cf_checkpoint: a SASRec ``final_checkpoint/`` (``fit --config configs/sasrec.yaml`` on the same data)
+            for the ``cf`` reward: the SASRec probability of each completion after the user's history.
         loss: the objective.
         optimizer: AdamW + schedule (the original: lr 1e-5, 3% warmup, cosine to 0).
         accumulate_grad_batches: micro-batches per optimizer step (this module optimises manually,
@@ -152,6 +158,7 @@ class GRPOModule(pl.LightningModule):
         group: GroupOptions = GroupOptions(),
         rewards: dict[str, float] | None = None,
         semantic_embeddings: str | None = None,
+        cf_checkpoint: str | None = None,
         loss: GRPOLossOptions = GRPOLossOptions(),
         optimizer: OptimizerOptions = OptimizerOptions(lr=1e-5, warmup_steps=0, warmup_ratio=0.03, min_lr_ratio=0.0),
         accumulate_grad_batches: int = 1,
@@ -169,6 +176,7 @@ class GRPOModule(pl.LightningModule):
         self.group = _as(GroupOptions, group)
         self.reward_weights = dict(rewards or {"ranking": 1.0})
         self.semantic_embeddings = semantic_embeddings
+        self.cf_checkpoint = cf_checkpoint
         self.loss_options = _as(GRPOLossOptions, loss)
         self.optimizer_options = _as(OptimizerOptions, optimizer)
         self.accumulate = accumulate_grad_batches
@@ -182,7 +190,8 @@ class GRPOModule(pl.LightningModule):
         self.save_hyperparameters({
             "sft_checkpoint": sft_checkpoint, "finetune": finetune, "lora": dataclasses.asdict(self.lora_options),
             "group": dataclasses.asdict(self.group), "rewards": self.reward_weights,
-            "semantic_embeddings": semantic_embeddings, "loss": dataclasses.asdict(self.loss_options),
+            "semantic_embeddings": semantic_embeddings, "cf_checkpoint": cf_checkpoint,
+            "loss": dataclasses.asdict(self.loss_options),
             "optimizer": dataclasses.asdict(self.optimizer_options), "accumulate_grad_batches": accumulate_grad_batches,
             "max_grad_norm": max_grad_norm, "ref_sync_steps": ref_sync_steps, "ref_sync_alpha": ref_sync_alpha,
             "share_prompt": share_prompt, "sampling_seed": sampling_seed, "disable_dropout": disable_dropout,
@@ -199,11 +208,14 @@ class GRPOModule(pl.LightningModule):
         self._sft_metadata: dict[str, Any] = {}
 
     def _check_options(self) -> None:
-        unknown = sorted(set(self.reward_weights) - set(REWARDS) - {"semantic"})
+        unknown = sorted(set(self.reward_weights) - set(REWARDS) - set(MODEL_REWARDS))
         if unknown:
-            raise ValueError(f"unknown reward(s) {unknown}; known: {sorted(REWARDS) + ['semantic']}")
+            raise ConfigurationError(f"unknown reward(s) {unknown}; known: {sorted(REWARDS) + list(MODEL_REWARDS)}")
         if "semantic" in self.reward_weights and not self.semantic_embeddings:
-            raise ValueError("the semantic reward needs semantic_embeddings: a .npy file with one row per item id")
+            raise ConfigurationError("the semantic reward needs semantic_embeddings: a .npy file with one row per item id")
+        if "cf" in self.reward_weights and not self.cf_checkpoint:
+            raise ConfigurationError("the cf reward needs cf_checkpoint: a SASRec final_checkpoint/ trained on the same "
+                                     "data (`python -m rec_lightning fit --config configs/sasrec.yaml`)")
         if self.group.mode == "sample" and RANK_AWARE & set(self.reward_weights):
             raise ValueError(f"rewards {sorted(RANK_AWARE & set(self.reward_weights))} use the beam rank, which sampled "
                              "groups do not have: use group.mode=beam, or rewards rule/prefix/semantic")
@@ -249,11 +261,15 @@ class GRPOModule(pl.LightningModule):
         self._sft_metadata = dict(metadata or {})
         self.trie = SIDTrie.from_catalog(catalog, tokenizer.get_vocab(), tokenizer.eos_token_id)
         self.register_buffer("item_to_key", self.trie.catalog_item_index(catalog), persistent=False)
+        self._model_rewards = {}
         if "semantic" in self.reward_weights:
-            self._semantic = SemanticReward(self.semantic_embeddings, catalog)
+            self._model_rewards["semantic"] = SemanticReward(self.semantic_embeddings, catalog)
+        if "cf" in self.reward_weights:
+            self._model_rewards["cf"] = CollaborativeReward(self.cf_checkpoint, catalog)
 
     def _reward_functions(self) -> dict:
-        return {name: (self._semantic if name == "semantic" else REWARDS[name]) for name in self.reward_weights}
+        return {name: self._model_rewards[name] if name in MODEL_REWARDS else REWARDS[name]
+                for name in self.reward_weights}
 
     # ------------------------------------------------------------------ rollout
     def _device_trie(self, device: torch.device) -> SIDTrie:
@@ -285,11 +301,12 @@ class GRPOModule(pl.LightningModule):
         self.model.eval()
         items = self._generate(prompt_ids, prompt_mask)  # [B, G]
         rewards_fns = self._reward_functions()
+        histories = unpad_histories(batch["history_item_ids"]) if "history_item_ids" in batch else None
 
         def score(items: torch.Tensor):
             completions = [self.trie.keys[i] if i >= 0 else "" for i in items.flatten().tolist()]
             wanted = [self.trie.keys[t] for t in targets.repeat_interleave(group_size).tolist()]
-            return combine_rewards(rewards_fns, self.reward_weights, completions, wanted, group_size)
+            return combine_rewards(rewards_fns, self.reward_weights, completions, wanted, group_size, histories)
 
         if self.group.dynamic_sampling == "resample":
             for _ in range(self.group.max_resample_rounds):

@@ -30,8 +30,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rec_lightning.errors import ConfigurationError
 from rec_lightning.item_ranking import SIDRanker
 from rec_lightning.metrics import RankingMetrics, target_ranks
+from rec_lightning.sid import ItemCatalog
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "sasrec.json"
@@ -235,3 +237,14 @@ def load_sasrec(directory: str | Path) -> tuple[SASRec, dict[str, Any]]:
     network = SASRec(**{key: config[key] for key in ARCHITECTURE_KEYS})
     network.load_state_dict(load_file(directory / WEIGHTS_FILE))
     return network.eval(), config
+
+
+def check_sasrec_catalog(config: dict, catalog: ItemCatalog, checkpoint: str | Path) -> None:
+    """Refuse a SASRec trained on another item index than ``catalog`` (its scores would be for other items)."""
+    checksum, num_columns = catalog.checksum(), max(catalog.item_ids) + 1
+    if config.get("catalog_checksum") not in (None, "", checksum) or config["num_columns"] != num_columns:
+        raise ConfigurationError(
+            f"{checkpoint}: the SASRec was trained on another item index (checksum "
+            f"{str(config.get('catalog_checksum', ''))[:12]}, {config['num_columns']} item ids) than this data "
+            f"({catalog.source}: {checksum[:12]}, {num_columns} item ids). Fix: train SASRec on the same data "
+            "(`python -m rec_lightning fit --config configs/sasrec.yaml --data.data_dir ...`)")
