@@ -7,6 +7,7 @@ benchmarks/real_data.py and benchmarks/README.md).
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -47,8 +48,15 @@ def test_industrial_recipes_run_unchanged_on_another_category(tmp_path, demo_sho
         "--num_beams", "10", "--limit", "20", "--accelerator", "cpu", "--output", "eval")
     records = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     assert len(records) == 20 and records[0]["input"].startswith("<a_") and records[0]["input"].endswith(">\n")
+    # the GRPO recipe's cf reward is backed by configs/sasrec.yaml's model, fit on the same data
+    cli(tmp_path, cache, "fit", "--config", str(REPO / "configs" / "sasrec.yaml"), "--data.data_dir", str(demo_shop),
+        "--trainer.max_epochs", "1")
     cli(tmp_path, cache, "fit", "--config", str(REPO / "configs" / "grpo_industrial_cpu.yaml"),
         "--data.data_dir", str(demo_shop), "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
-        "--data.batch_size", "4")
-    rl = json.loads((tmp_path / "outputs" / "grpo_industrial_cpu" / "final_checkpoint" / "rec_lightning.json").read_text())
+        "--data.batch_size", "4", "--trainer.log_every_n_steps", "1")
+    rl_root = tmp_path / "outputs" / "grpo_industrial_cpu"
+    rl = json.loads((rl_root / "final_checkpoint" / "rec_lightning.json").read_text())
     assert rl["stage"] == "grpo" and rl.get("next_item_task", "sid_history_to_sid_compact") == "sid_history_to_sid_compact"
+    rows = list(csv.DictReader((rl_root / "logs" / "version_0" / "metrics.csv").open()))
+    cf = [float(row["train/rewards/cf"]) for row in rows if row.get("train/rewards/cf")]
+    assert len(cf) == 2 and all(0.0 < value <= 1.0 for value in cf)  # the mean SASRec probability of the beams
