@@ -5,6 +5,8 @@ Every data-loss case checks that the victim folder is byte-for-byte untouched.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -183,3 +185,46 @@ def test_check_data_on_edited_files(tmp_path, demo, edit, outcome):
         assert result.returncode == 0, describe(result)
     else:
         assert_clean_error(result, outcome)
+
+
+# ---------------------------------------------------------------- item 7: accepted, with a warning
+def test_check_data_warns_about_duplicated_rows_and_titles_that_disagree(tmp_path, demo):
+    data = tmp_path / "data"
+    shutil.copytree(demo, data)
+    train = data / "train" / "Demo_Shop.csv"
+    lines = train.read_text().splitlines(keepends=True)
+    train.write_text("".join(lines[:3] + [lines[2]] + lines[3:]))  # data row 2 again, as row 3
+    valid = data / "valid" / "Demo_Shop.csv"
+    header, first, *rest = valid.read_text().splitlines(keepends=True)
+    cells = next(csv.reader([first]))
+    cells[header.rstrip("\n").split(",").index("item_title")] = "A Title item.json never heard of"
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(cells)
+    valid.write_text("".join([header, buffer.getvalue(), *rest]))
+    clean = run_cli("check-data", "--data_dir", str(demo), "--category", "Demo_Shop", cwd=tmp_path, env=cli_env())
+    assert clean.returncode == 0 and "warnings 0" in clean.stdout, describe(clean)
+    result = run_cli("check-data", "--data_dir", str(data), "--category", "Demo_Shop", cwd=tmp_path, env=cli_env())
+    assert result.returncode == 0, describe(result)
+    assert "warnings 2" in result.stdout
+    assert "1 fully duplicated row(s) (row 3 repeats row 2)" in result.stdout
+    assert "1 CSV title(s) disagree with item.json (row 1, item" in result.stdout
+    assert "'A Title item.json never heard of'" in result.stdout
+
+
+def test_evaluate_keeps_the_prompt_head_and_records_the_prompt_the_model_saw(tmp_path, trained, cache):
+    from transformers import AutoTokenizer
+
+    from rec_lightning.prompts import PREAMBLE
+
+    checkpoint = trained / "run" / "final_checkpoint"
+    args = evaluate_args(checkpoint, tmp_path / "eval", "--next_item_task", "sid_history_to_sid")
+    args[args.index("--max_length") + 1] = "100"
+    result = run_cli(*args, cwd=tmp_path, cache=cache)
+    assert result.returncode == 0, describe(result)
+    assert "their oldest history items were dropped until they fit" in result.stderr
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    records = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
+    for record in records:
+        assert record["input"].startswith(PREAMBLE) and record["input"].endswith("### Response:\n")
+        assert "The user has interacted with items <a_" in record["input"]  # whole items: none cut in half
+        assert len(tokenizer(record["input"])["input_ids"]) <= 100  # the prompt seen (generation: no response)
