@@ -22,6 +22,7 @@ from typing import Iterator, Literal, Sequence
 
 import torch
 
+from rec_lightning.errors import ConfigurationError
 from rec_lightning.modules.lora import LoraOptions, apply_finetuning, is_adapter_model, merge_adapter
 
 PolicyMode = Literal["lora", "full"]
@@ -36,7 +37,7 @@ def build_policy(sft_model: torch.nn.Module, mode: PolicyMode, lora: LoraOptions
         ``need_reference`` (None otherwise: ``lora`` mode uses the adapter-off policy).
     """
     if mode not in ("lora", "full"):
-        raise ValueError(f"GRPO finetune mode must be 'lora' or 'full', got {mode!r}")
+        raise ConfigurationError(f"GRPO finetune mode must be 'lora' or 'full', got {mode!r}")
     if mode == "lora" and _is_half_precision(sft_model):
         sft_model = sft_model.float()  # merge and sync in float32 (see the module docstring)
     base = merge_adapter(sft_model)
@@ -72,7 +73,7 @@ def sync_reference(policy: torch.nn.Module, reference: torch.nn.Module | None, a
     the way to the policy's rows.
     """
     if not 0.0 < alpha <= 1.0:
-        raise ValueError(f"ref_sync_alpha must be in (0, 1], got {alpha}")
+        raise ConfigurationError(f"ref_sync_alpha must be in (0, 1], got {alpha}")
     if reference is not None:
         for ref_param, param in zip(reference.parameters(), policy.parameters()):
             ref_param.lerp_(param.detach().to(ref_param.dtype), alpha)
