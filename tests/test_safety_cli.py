@@ -228,3 +228,22 @@ def test_evaluate_keeps_the_prompt_head_and_records_the_prompt_the_model_saw(tmp
         assert record["input"].startswith(PREAMBLE) and record["input"].endswith("### Response:\n")
         assert "The user has interacted with items <a_" in record["input"]  # whole items: none cut in half
         assert len(tokenizer(record["input"])["input_ids"]) <= 100  # the prompt seen (generation: no response)
+
+
+# ---------------------------------------------------------------- item 5: option and file errors raised deep inside
+@pytest.mark.parametrize("case", ["report_object", "transition_decay", "optimizer_schedule"])
+def test_user_errors_from_inside_the_library_are_clean(tmp_path, demo, cache, case):
+    if case == "report_object":
+        results = tmp_path / "eval_results.json"
+        results.write_text('{"hr@10": 0.5}')  # a metrics file where the records belong
+        result = run_cli("report", str(results), str(results), "--output", str(tmp_path / "report"), cwd=tmp_path,
+                         env=cli_env())
+        assert_clean_error(result, f"{results}: expected a non-empty JSON list of records, got dict")
+    elif case == "transition_decay":
+        result = run_cli("baseline", "--kind", "transition", "--decay", "2", "--data_dir", str(demo), "--output",
+                         str(tmp_path / "out"), cwd=tmp_path, env=cli_env())
+        assert_clean_error(result, "decay must lie in [0, 1], got 2.0")
+    else:
+        result = run_cli(*short_fit_args(write_short_run_config(tmp_path, max_steps=1),
+                                         "--model.init_args.optimizer.schedule", "bogus"), cwd=tmp_path, cache=cache)
+        assert_clean_error(result, "optimizer.schedule must be 'cosine', 'linear' or 'constant', got 'bogus'")
