@@ -231,7 +231,7 @@ def test_evaluate_keeps_the_prompt_head_and_records_the_prompt_the_model_saw(tmp
 
 
 # ---------------------------------------------------------------- item 5: option and file errors raised deep inside
-@pytest.mark.parametrize("case", ["report_object", "transition_decay", "optimizer_schedule"])
+@pytest.mark.parametrize("case", ["report_object", "transition_decay", "next_item_task"])
 def test_user_errors_from_inside_the_library_are_clean(tmp_path, demo, cache, case):
     if case == "report_object":
         results = tmp_path / "eval_results.json"
@@ -245,5 +245,6 @@ def test_user_errors_from_inside_the_library_are_clean(tmp_path, demo, cache, ca
         assert_clean_error(result, "decay must lie in [0, 1], got 2.0")
     else:
         result = run_cli(*short_fit_args(write_short_run_config(tmp_path, max_steps=1),
-                                         "--model.init_args.optimizer.schedule", "bogus"), cwd=tmp_path, cache=cache)
-        assert_clean_error(result, "optimizer.schedule must be 'cosine', 'linear' or 'constant', got 'bogus'")
+                                         "--data.next_item_task", "bogus"), cwd=tmp_path, cache=cache)
+        assert_clean_error(result, "next_item_task must be one of ['sid_history_to_sid', 'sid_history_to_sid_compact'], "
+                                   "got 'bogus'")
