@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rec_lightning.errors import ConfigurationError
 from rec_lightning.quantize import squared_distances
 from rec_lightning.sid import LEVEL_LETTERS, format_sid
 
@@ -158,9 +159,9 @@ def resolve_collisions(method: str, codes: torch.Tensor, last_residual: torch.Te
         return resolve_extra_level(codes)
     if method == REASSIGN:
         if last_residual is None or last_codebook is None:
-            raise ValueError("collision method 'reassign' needs the last level's residuals and codebook")
+            raise ConfigurationError("collision method 'reassign' needs the last level's residuals and codebook")
         return resolve_reassign(codes, last_residual, last_codebook)
-    raise ValueError(f"unknown collision method {method!r}; expected {EXTRA_LEVEL!r} or {REASSIGN!r}")
+    raise ConfigurationError(f"unknown collision method {method!r}; expected {EXTRA_LEVEL!r} or {REASSIGN!r}")
 
 
 def code_tokens(code: tuple[int, ...]) -> list[str]:

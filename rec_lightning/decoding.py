@@ -30,6 +30,7 @@ try:  # transformers >= 4.56 keeps per-layer tensors; older versions fall back t
 except ImportError:  # pragma: no cover
     DynamicLayer = None
 
+from rec_lightning.errors import ConfigurationError
 from rec_lightning.trie import SIDTrie
 
 # transformers 5.2x renamed ``past_key_values`` to ``cache`` (the old name is deprecated)
@@ -127,7 +128,7 @@ def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: S
         raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} "
                          "must both be [batch, length]")
     if width < 1:
-        raise ValueError(f"{name} must be at least 1, got {width}")
+        raise ConfigurationError(f"{name} must be at least 1, got {width}")
     if trie.device != input_ids.device:
         raise ValueError(f"the trie is on {trie.device} but the inputs are on {input_ids.device}; "
                          "call trie.to(device) once and reuse it")
@@ -249,7 +250,7 @@ def constrained_sample(
     """
     _check_inputs(input_ids, attention_mask, trie, num_samples, "num_samples")
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}; use constrained_beam_search for greedy")
+        raise ConfigurationError(f"temperature must be > 0, got {temperature}; use constrained_beam_search for greedy")
     batch_size, device = input_ids.shape[0], input_ids.device
     rows = batch_size * num_samples
     lm = CachedLM(model, attention_mask)

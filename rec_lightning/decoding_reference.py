@@ -84,7 +84,8 @@ def reference_beam_search(
     config = GenerationConfig(
         num_beams=num_beams, num_return_sequences=num_beams, length_penalty=0.0, early_stopping=False,
         do_sample=False, max_new_tokens=trie.max_depth, pad_token_id=trie.eos_token_id,
-        eos_token_id=trie.eos_token_id, output_scores=True, return_dict_in_generate=True, use_cache=True,
+        eos_token_id=trie.eos_token_id, output_scores=True, output_logits=num_beams == 1,
+        return_dict_in_generate=True, use_cache=True,
     )
     processor = TrieLogitsProcessor(trie, prompt_length, renormalize)
     with _neutral_generation_config(model):
@@ -99,7 +100,26 @@ def reference_beam_search(
         items.append(index.get(tuple(response), -1))
     batch_size = input_ids.shape[0]
     items_tensor = torch.tensor(items, dtype=torch.long, device=input_ids.device).view(batch_size, num_beams)
-    return DecodingOutput(items=items_tensor, scores=output.sequences_scores.float().view(batch_size, num_beams))
+    scores = output.sequences_scores if num_beams > 1 else _greedy_scores(output, processor, prompt_length, trie)
+    return DecodingOutput(items=items_tensor, scores=scores.float().view(batch_size, num_beams))
+
+
+def _greedy_scores(output, processor: TrieLogitsProcessor, prompt_length: int, trie: SIDTrie) -> torch.Tensor:
+    """Beam search's score for ``num_beams=1``, which ``generate()`` runs as greedy search without one.
+
+    Beam search adds, per step, the processor's output on the log-softmax of the raw logits, up to
+    and including EOS; greedy search picks the same token (the mask is additive, log-softmax a
+    per-row shift) but keeps no score, so it is rebuilt here from the raw logits.
+    """
+    sequences = output.sequences  # [B, P + T]
+    total = torch.zeros(sequences.shape[0], dtype=torch.float32, device=sequences.device)  # [B]
+    finished = torch.zeros_like(total, dtype=torch.bool)  # [B]
+    for step, logits in enumerate(output.logits):  # logits: [B, V], raw
+        step_scores = processor(sequences[:, :prompt_length + step], torch.log_softmax(logits.float(), dim=-1))
+        token = sequences[:, prompt_length + step]  # [B]
+        total = total + torch.where(finished, 0.0, step_scores.gather(1, token[:, None])[:, 0])
+        finished = finished | (token == trie.eos_token_id)
+    return total
 
 
 def compare_rankings(items_a: torch.Tensor, scores_a: torch.Tensor, items_b: torch.Tensor, scores_b: torch.Tensor,

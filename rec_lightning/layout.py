@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rec_lightning.errors import DataValidationError
+from rec_lightning.errors import ConfigurationError, DataValidationError
 
 SPLITS = ("train", "valid", "test")
 
@@ -80,7 +80,7 @@ def find_split_csv(data_dir: str | Path, split: str, category: str) -> Path:
         DataValidationError: none or several files match.
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        raise ConfigurationError(f"unknown split {split!r}; expected one of {SPLITS}")
     path = _glob_one(Path(data_dir) / split, f"{category}*.csv", required=True, category=category)
     assert path is not None
     return path

@@ -22,6 +22,8 @@ from typing import Literal
 
 import torch
 
+from rec_lightning.errors import ConfigurationError
+
 LossType = Literal["grpo", "dapo", "dr_grpo", "gspo"]
 RewardScaling = Literal["group", "batch", "none"]
 
@@ -51,7 +53,7 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: RewardScalin
     elif scale == "none":
         advantages = centered
     else:
-        raise ValueError(f"scale must be 'group', 'batch' or 'none', got {scale!r}")
+        raise ConfigurationError(f"scale must be 'group', 'batch' or 'none', got {scale!r}")
     advantages = advantages.masked_fill(zero_variance[:, None], 0.0)  # exact zeros, whatever eps
     return advantages.reshape(-1), zero_variance
 
@@ -119,6 +121,6 @@ def policy_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor
         normaliser = logp.shape[0] * (max_completion_length or logp.shape[1])
         loss = (per_token * mask).sum() / normaliser
     else:
-        raise ValueError(f"loss_type must be grpo, dapo, dr_grpo or gspo, got {loss_type!r}")
+        raise ConfigurationError(f"loss_type must be grpo, dapo, dr_grpo or gspo, got {loss_type!r}")
     clip_fraction = ((ratio != clipped).to(logp.dtype) * mask).sum() / mask.sum().clamp(min=1.0)
     return PolicyLossOutput(loss, _masked_mean(kl, mask).mean().detach(), clip_fraction.detach())

@@ -14,6 +14,8 @@ from typing import Sequence
 import torch
 from torchmetrics import Metric
 
+from rec_lightning.errors import ConfigurationError
+
 DEFAULT_KS = (1, 3, 5, 10, 20, 50)
 
 
@@ -21,7 +23,7 @@ def metric_ks(num_beams: int, ks: Sequence[int] = DEFAULT_KS) -> tuple[int, ...]
     """The cut-offs that fit in a list of ``num_beams`` items (``K <= num_beams``, as calc.py)."""
     fitting = tuple(sorted(k for k in set(ks) if 0 < k <= num_beams))
     if not fitting:
-        raise ValueError(f"no cut-off in {tuple(ks)} fits a list of {num_beams} items; use num_beams >= {min(ks)}")
+        raise ConfigurationError(f"no cut-off in {tuple(ks)} fits a list of {num_beams} items; use num_beams >= {min(ks)}")
     return fitting
 
 
@@ -55,7 +57,7 @@ class RankingMetrics(Metric):
         super().__init__(**kwargs)
         self.ks = tuple(int(k) for k in ks)
         if not self.ks or min(self.ks) < 1:
-            raise ValueError(f"cut-offs must be positive integers, got {tuple(ks)}")
+            raise ConfigurationError(f"cut-offs must be positive integers, got {tuple(ks)}")
         self.add_state("hits", torch.zeros(len(self.ks), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("ndcg", torch.zeros(len(self.ks), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("reciprocal_rank", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")

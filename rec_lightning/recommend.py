@@ -24,6 +24,7 @@ from typing import Any, Sequence, Union
 
 import torch
 
+from rec_lightning.errors import ConfigurationError
 from rec_lightning.prompts import NEXT_ITEM, get_template, join_titles
 from rec_lightning.sid import ItemCatalog, SIDFormatError, parse_sid
 
@@ -78,9 +79,9 @@ class Recommender:
         from rec_lightning.trie import SIDTrie
 
         if next_item_task not in NEXT_ITEM_TASKS:
-            raise ValueError(f"next_item_task must be one of {list(NEXT_ITEM_TASKS)}, got {next_item_task!r}")
+            raise ConfigurationError(f"next_item_task must be one of {list(NEXT_ITEM_TASKS)}, got {next_item_task!r}")
         if batch_size < 1 or max_length < 1:
-            raise ValueError(f"batch_size and max_length must be at least 1, got {batch_size} and {max_length}")
+            raise ConfigurationError(f"batch_size and max_length must be at least 1, got {batch_size} and {max_length}")
         self.model = model
         self.tokenizer = tokenizer
         self.catalog = catalog
@@ -216,16 +217,16 @@ class Recommender:
         from rec_lightning.decoding import constrained_beam_search
 
         if isinstance(histories, (str, bytes)) or not isinstance(histories, Sequence):
-            raise ValueError("histories must be a list of histories, e.g. [[12, 7, 301]] for one user")
+            raise ConfigurationError("histories must be a list of histories, e.g. [[12, 7, 301]] for one user")
         num_beams = k if num_beams is None else num_beams
         if k < 1 or num_beams < k:
-            raise ValueError(f"need 1 <= k <= num_beams, got k={k}, num_beams={num_beams}")
+            raise ConfigurationError(f"need 1 <= k <= num_beams, got k={k}, num_beams={num_beams}")
         if num_beams > self.trie.num_items:
-            raise ValueError(f"num_beams={num_beams} exceeds the {self.trie.num_items} distinct SIDs of the catalog")
+            raise ConfigurationError(f"num_beams={num_beams} exceeds the {self.trie.num_items} distinct SIDs of the catalog")
         resolved = []
         for user, history in enumerate(histories):
             if isinstance(history, (str, int)) or not isinstance(history, Sequence) or len(history) == 0:
-                raise ValueError(f"history {user}: expected a non-empty list of items, got {history!r}. "
+                raise ConfigurationError(f"history {user}: expected a non-empty list of items, got {history!r}. "
                                  "Fix: pass one list per user, e.g. [[12, 7, 301]]")
             resolved.append(tuple(self.resolve_item(v, user, p) for p, v in enumerate(history)))
         examples = [Example(self.next_item_task, self.prompt(ids), "", None, None, user, ids)

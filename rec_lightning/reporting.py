@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from rec_lightning.errors import ConfigurationError, CorruptFileError
 from rec_lightning.metrics import DEFAULT_KS, RankingMetrics, metric_ks
 from rec_lightning.sid import SIDFormatError, parse_sid
 
@@ -39,14 +40,14 @@ def load_records(path: str | Path) -> list[dict[str, Any]]:
     try:
         records = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: cannot read evaluation results ({err}). Fix: pass an eval_results.json "
+        raise CorruptFileError(f"{path}: cannot read evaluation results ({err}). Fix: pass an eval_results.json "
                          "written by `python -m rec_lightning evaluate` (or MiniOneRec's evaluate.py)") from None
     if not isinstance(records, list) or not records:
-        raise ValueError(f"{path}: expected a non-empty JSON list of records, got {type(records).__name__}")
+        raise CorruptFileError(f"{path}: expected a non-empty JSON list of records, got {type(records).__name__}")
     for number, record in enumerate(records):
         if not (isinstance(record, dict) and isinstance(record.get("output"), str)
                 and isinstance(record.get("predict"), list)):
-            raise ValueError(f"{path}, record {number}: expected an object with 'output' (a SID string) and "
+            raise CorruptFileError(f"{path}, record {number}: expected an object with 'output' (a SID string) and "
                              f"'predict' (a list of SID strings), got {str(record)[:120]}")
     return records
 
@@ -182,12 +183,12 @@ def paired_comparison(first: RunSummary, second: RunSummary, metrics: Sequence[s
     a, b = keyed(first), keyed(second)
     if a.keys() != b.keys():
         missing = sorted(set(a) ^ set(b))[:3]
-        raise ValueError(f"{first.name} and {second.name} cover different rows (e.g. {missing}): a paired comparison "
+        raise ConfigurationError(f"{first.name} and {second.name} cover different rows (e.g. {missing}): a paired comparison "
                          "needs both evaluated on the same split and rows (same --split, --limit and --seed)")
     rows = sorted(a)
     for row in rows:
         if a[row][0] != b[row][0]:
-            raise ValueError(f"row {row} has target {a[row][0]} in {first.name} but {b[row][0]} in {second.name}: "
+            raise ConfigurationError(f"row {row} has target {a[row][0]} in {first.name} but {b[row][0]} in {second.name}: "
                              "not the same data")
     num_beams = int(min(first.metrics.get("num_beams", 50), second.metrics.get("num_beams", 50)))
     named = [f"mrr@{num_beams}" if m == "mrr" else m for m in metrics]

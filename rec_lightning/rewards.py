@@ -27,6 +27,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from rec_lightning.errors import ConfigurationError
 from rec_lightning.sid import ItemCatalog, parse_sid
 
 RewardFn = Callable[[Sequence[str], Sequence[str], int], list[float]]
@@ -105,7 +106,7 @@ class SemanticReward:
         if not isinstance(embeddings, np.ndarray):
             embeddings = np.load(embeddings, allow_pickle=False)
         if embeddings.ndim != 2 or embeddings.shape[0] <= max(catalog.item_ids):
-            raise ValueError(f"item embeddings must be [num_items, d] with a row per item id (max id "
+            raise ConfigurationError(f"item embeddings must be [num_items, d] with a row per item id (max id "
                              f"{max(catalog.item_ids)}), got shape {embeddings.shape}")
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
         self.unit = embeddings / np.maximum(norms, 1e-12)

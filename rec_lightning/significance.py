@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from rec_lightning.errors import ConfigurationError
+
 
 def per_row_values(ranks: Sequence[int], metric: str) -> np.ndarray:
     """Each row's value of ``metric`` (``hr@K``, ``ndcg@K`` or ``mrr``) from its 0-based target rank.
@@ -33,7 +35,7 @@ def per_row_values(ranks: Sequence[int], metric: str) -> np.ndarray:
         if name == "hr":
             return inside.astype(np.float64)
         return np.where(inside, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
-    raise ValueError(f"unknown metric {metric!r}: use hr@K, ndcg@K, mrr or mrr@K")
+    raise ConfigurationError(f"unknown metric {metric!r}: use hr@K, ndcg@K, mrr or mrr@K")
 
 
 @dataclass
@@ -77,7 +79,7 @@ def paired_bootstrap(values_a: Sequence[float], values_b: Sequence[float], metri
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
         raise ValueError(f"paired values need the same non-zero number of rows, got {a.shape} and {b.shape}")
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        raise ConfigurationError(f"confidence must be in (0, 1), got {confidence}")
     rng = np.random.default_rng(seed)
     delta = b - a  # [N]
     n = delta.size

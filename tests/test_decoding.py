@@ -214,3 +214,17 @@ def test_other_architectures_match_the_reference(name):
     ours = constrained_beam_search(model, input_ids, attention_mask, trie, num_beams=10)
     reference = reference_beam_search(model, input_ids, attention_mask, trie, num_beams=10)
     assert assert_same_ranking(ours.items, ours.scores, reference.items, reference.scores) >= 15
+
+
+def test_reference_with_one_beam_is_greedy_with_beam_search_scores(model):
+    # generate() runs num_beams=1 as greedy search, which returns no sequences_scores: the reference
+    # rebuilds beam search's score, so it equals ours item for item and score for score
+    trie = SIDTrie.from_sequences(random_sid_sequences(300, seed=1, four_level_share=0.3), EOS)
+    input_ids, attention_mask = left_padded_prompts(12, seed=5)
+    for renormalize in (False, True):
+        ours = constrained_beam_search(model, input_ids, attention_mask, trie, num_beams=1, renormalize=renormalize)
+        reference = reference_beam_search(model, input_ids, attention_mask, trie, num_beams=1,
+                                          renormalize=renormalize)
+        assert reference.items.tolist() == ours.items.tolist()
+        torch.testing.assert_close(reference.scores, ours.scores, atol=1e-4, rtol=0)
+

@@ -12,7 +12,7 @@ import shlex
 import pytest
 from safetensors.torch import load_file
 
-from cli_helpers import assert_clean_error, describe, run_cli, short_fit_args, write_short_run_config
+from cli_helpers import REPO, assert_clean_error, describe, run_cli, short_fit_args, write_short_run_config
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +100,34 @@ def test_ckpt_path_that_is_not_a_checkpoint_is_a_clear_error(tmp_path, cache):
     assert_clean_error(result, f"{bad}: not a readable Lightning checkpoint", "Fix:")
     missing = run_cli(*short_fit_args(config, "--ckpt_path", str(tmp_path / "nope.ckpt")), cwd=tmp_path, cache=cache)
     assert_clean_error(missing, "no such checkpoint file")
+
+
+@pytest.mark.slow
+def test_predict_with_ckpt_path_for_grpo_and_sasrec(tmp_path, cache, baseline):
+    """GRPO (from the baseline SFT run) answers predict like SFT, with the command that ranks; SASRec predicts."""
+    sft = baseline / "run" / "final_checkpoint"
+    grpo = tmp_path / "grpo"
+    common = ["--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(grpo),
+              "--trainer.logger.init_args.save_dir", str(grpo)]
+    fit = run_cli("fit", "--config", "configs/grpo_quickstart.yaml", "--model.init_args.sft_checkpoint", str(sft),
+                  "--data.init_args.tokenizer", str(sft), "--trainer.max_steps", "2", "--trainer.limit_val_batches",
+                  "0", *common, cwd=REPO, cache=cache)
+    assert fit.returncode == 0, describe(fit)
+    (last,) = grpo.rglob("*.ckpt")
+    predicted = run_cli("predict", "--config", "configs/grpo_quickstart.yaml", "--model.init_args.sft_checkpoint",
+                        str(sft), "--data.init_args.tokenizer", str(sft), "--trainer.limit_predict_batches", "1",
+                        *common, "--ckpt_path", str(last), cwd=REPO, cache=cache)
+    assert "Parsing of ckpt_path hyperparameters failed" not in predicted.stderr
+    assert_clean_error(predicted, "GRPOModule has no predict step", "rec_lightning evaluate")
+
+    sasrec = tmp_path / "sasrec"
+    args = ["--config", "configs/sasrec.yaml", "--trainer.default_root_dir", str(sasrec), "--trainer.max_epochs", "1",
+            "--model.init_args.hidden_size", "16"]
+    fit = run_cli("fit", *args, cwd=REPO, cache=cache)
+    assert fit.returncode == 0, describe(fit)
+    (best,) = sasrec.rglob("*.ckpt")
+    predicted = run_cli("predict", *args, "--trainer.limit_predict_batches", "1", "--ckpt_path", str(best), cwd=REPO,
+                        cache=cache)
+    assert predicted.returncode == 0, describe(predicted)
+    assert "Restored all states" in predicted.stdout + predicted.stderr or \
+        "Loaded model weights" in predicted.stdout + predicted.stderr, describe(predicted)

@@ -5,6 +5,8 @@ Every data-loss case checks that the victim folder is byte-for-byte untouched.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -183,3 +185,66 @@ def test_check_data_on_edited_files(tmp_path, demo, edit, outcome):
         assert result.returncode == 0, describe(result)
     else:
         assert_clean_error(result, outcome)
+
+
+# ---------------------------------------------------------------- item 7: accepted, with a warning
+def test_check_data_warns_about_duplicated_rows_and_titles_that_disagree(tmp_path, demo):
+    data = tmp_path / "data"
+    shutil.copytree(demo, data)
+    train = data / "train" / "Demo_Shop.csv"
+    lines = train.read_text().splitlines(keepends=True)
+    train.write_text("".join(lines[:3] + [lines[2]] + lines[3:]))  # data row 2 again, as row 3
+    valid = data / "valid" / "Demo_Shop.csv"
+    header, first, *rest = valid.read_text().splitlines(keepends=True)
+    cells = next(csv.reader([first]))
+    cells[header.rstrip("\n").split(",").index("item_title")] = "A Title item.json never heard of"
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(cells)
+    valid.write_text("".join([header, buffer.getvalue(), *rest]))
+    clean = run_cli("check-data", "--data_dir", str(demo), "--category", "Demo_Shop", cwd=tmp_path, env=cli_env())
+    assert clean.returncode == 0 and "warnings 0" in clean.stdout, describe(clean)
+    result = run_cli("check-data", "--data_dir", str(data), "--category", "Demo_Shop", cwd=tmp_path, env=cli_env())
+    assert result.returncode == 0, describe(result)
+    assert "warnings 2" in result.stdout
+    assert "1 fully duplicated row(s) (row 3 repeats row 2)" in result.stdout
+    assert "1 CSV title(s) disagree with item.json (row 1, item" in result.stdout
+    assert "'A Title item.json never heard of'" in result.stdout
+
+
+def test_evaluate_keeps_the_prompt_head_and_records_the_prompt_the_model_saw(tmp_path, trained, cache):
+    from transformers import AutoTokenizer
+
+    from rec_lightning.prompts import PREAMBLE
+
+    checkpoint = trained / "run" / "final_checkpoint"
+    args = evaluate_args(checkpoint, tmp_path / "eval", "--next_item_task", "sid_history_to_sid")
+    args[args.index("--max_length") + 1] = "100"
+    result = run_cli(*args, cwd=tmp_path, cache=cache)
+    assert result.returncode == 0, describe(result)
+    assert "their oldest history items were dropped until they fit" in result.stderr
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    records = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
+    for record in records:
+        assert record["input"].startswith(PREAMBLE) and record["input"].endswith("### Response:\n")
+        assert "The user has interacted with items <a_" in record["input"]  # whole items: none cut in half
+        assert len(tokenizer(record["input"])["input_ids"]) <= 100  # the prompt seen (generation: no response)
+
+
+# ---------------------------------------------------------------- item 5: option and file errors raised deep inside
+@pytest.mark.parametrize("case", ["report_object", "transition_decay", "next_item_task"])
+def test_user_errors_from_inside_the_library_are_clean(tmp_path, demo, cache, case):
+    if case == "report_object":
+        results = tmp_path / "eval_results.json"
+        results.write_text('{"hr@10": 0.5}')  # a metrics file where the records belong
+        result = run_cli("report", str(results), str(results), "--output", str(tmp_path / "report"), cwd=tmp_path,
+                         env=cli_env())
+        assert_clean_error(result, f"{results}: expected a non-empty JSON list of records, got dict")
+    elif case == "transition_decay":
+        result = run_cli("baseline", "--kind", "transition", "--decay", "2", "--data_dir", str(demo), "--output",
+                         str(tmp_path / "out"), cwd=tmp_path, env=cli_env())
+        assert_clean_error(result, "decay must lie in [0, 1], got 2.0")
+    else:
+        result = run_cli(*short_fit_args(write_short_run_config(tmp_path, max_steps=1),
+                                         "--data.next_item_task", "bogus"), cwd=tmp_path, cache=cache)
+        assert_clean_error(result, "next_item_task must be one of ['sid_history_to_sid', 'sid_history_to_sid_compact'], "
+                                   "got 'bogus'")

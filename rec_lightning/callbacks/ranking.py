@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import lightning.pytorch as pl
 import torch
 
+from rec_lightning.errors import ConfigurationError
 from rec_lightning.evaluation import RankingEvaluator, write_results
 from rec_lightning.metrics import DEFAULT_KS
 
@@ -52,7 +53,7 @@ class RankingEvaluation(pl.Callback):
                  test_num_beams: int = 50, test_output_dir: str | None = None,
                  validation_output_dir: str | None = None) -> None:
         if every_n_validations < 1:
-            raise ValueError(f"every_n_validations must be >= 1, got {every_n_validations}")
+            raise ConfigurationError(f"every_n_validations must be >= 1, got {every_n_validations}")
         self.num_beams = num_beams
         self.limit = limit
         self.seed = seed

@@ -25,6 +25,9 @@ def check_data(data_dir: str, category: str) -> None:
         print(f"{split:<6} {len(records):>7} rows")
     print(f"items {len(catalog)}, SID levels {catalog.level_counts}, SID tokens {len(catalog.sid_tokens)}, "
           f"SIDs shared by several items {len(shared)} ({sum(len(v) for v in shared.values())} items)")
+    print(f"warnings {len(data.warnings)}")
+    for warning in data.warnings:
+        print(f"  warning: {warning}")
 
 
 def main(argv: list[str]) -> None:

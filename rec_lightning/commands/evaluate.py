@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "earlier run in --output")
     parser.add_argument("--batch_size", type=int, default=16, help="prompts per decoding batch, per device")
     parser.add_argument("--max_length", type=int, default=None,
-                        help="longest prompt, cut from the left (default: the training max_length recorded in the "
+                        help="longest prompt; longer ones drop their oldest history items (default: the training max_length recorded in the "
                              "checkpoint, else 512)")
     parser.add_argument("--limit", type=int, default=None, help="a seeded subset of this many rows")
     parser.add_argument("--seed", type=int, default=0, help="seed of that subset")

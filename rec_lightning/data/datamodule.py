@@ -33,7 +33,7 @@ from rec_lightning.data.tasks import (
 )
 from rec_lightning.data.tokenizer import add_sid_tokens, cached_data_tokenizer, load_tokenizer
 from rec_lightning.data.windows import maximal_windows
-from rec_lightning.errors import DataValidationError
+from rec_lightning.errors import ConfigurationError, DataValidationError
 from rec_lightning.layout import available_categories
 from rec_lightning.prompts import NEXT_ITEM, category_display_name, get_template
 from rec_lightning.sid import ItemCatalog
@@ -75,7 +75,7 @@ class RecDataModule(pl.LightningDataModule):
         train_tasks: task name -> sampling weight per epoch (1 = every example once, 0.5 = a seeded
             half, 2 = twice). Tasks: sid_history_to_sid, title_history_to_sid, sid_history_to_title,
             title_history_to_title, title_to_sid, sid_to_title.
-        max_length: longest tokenized example; prompts are cut from the left, responses never.
+        max_length: longest tokenized example; longer prompts drop their oldest history items, responses never shrink.
         batch_size: training micro-batch per device. Effective batch = batch_size x
             accumulate_grad_batches x devices x nodes.
         eval_batch_size: validation/test/generation batch per device (default: batch_size).
@@ -126,25 +126,25 @@ class RecDataModule(pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         if train_format not in ("sft", "prompts"):
-            raise ValueError(f"train_format must be 'sft' or 'prompts', got {train_format!r}")
+            raise ConfigurationError(f"train_format must be 'sft' or 'prompts', got {train_format!r}")
         if next_item_task not in NEXT_ITEM_TASKS:
-            raise ValueError(f"next_item_task must be one of {list(NEXT_ITEM_TASKS)}, got {next_item_task!r}")
+            raise ConfigurationError(f"next_item_task must be one of {list(NEXT_ITEM_TASKS)}, got {next_item_task!r}")
         self.next_item_task = next_item_task
         if history_loss and train_format != "sft":
-            raise ValueError("history_loss needs train_format='sft' (it labels prompt tokens for teacher forcing)")
+            raise ConfigurationError("history_loss needs train_format='sft' (it labels prompt tokens for teacher forcing)")
         self.history_loss = history_loss
         if drop_contained_windows and not history_loss:
-            raise ValueError("drop_contained_windows needs history_loss: true (without it a contained row's target "
+            raise ConfigurationError("drop_contained_windows needs history_loss: true (without it a contained row's target "
                              "is trained by no other row)")
         self.drop_contained_windows = drop_contained_windows
         default_tasks = DEFAULT_TRAIN_TASKS if train_format == "sft" else {next_item_task: 1.0}
         self.train_tasks = dict(default_tasks if train_tasks is None else train_tasks)
         unknown = sorted(set(self.train_tasks) - set(TASKS))
         if unknown:
-            raise ValueError(f"unknown train task(s) {unknown}; known tasks: {sorted(TASKS)}")
+            raise ConfigurationError(f"unknown train task(s) {unknown}; known tasks: {sorted(TASKS)}")
         not_sid = sorted(t for t, w in self.train_tasks.items() if w > 0 and get_template(t).response != "sid")
         if train_format == "prompts" and not_sid:
-            raise ValueError(f"train_format='prompts' (RL) needs tasks whose answer is a SID; {not_sid} answer with "
+            raise ConfigurationError(f"train_format='prompts' (RL) needs tasks whose answer is a SID; {not_sid} answer with "
                              "a title: give them weight 0")
         self.train_format = train_format
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()

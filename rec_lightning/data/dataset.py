@@ -3,19 +3,23 @@
 ``input_ids = prompt_ids + response_ids + [eos]`` and ``labels = [-100] * len(prompt_ids) +
 response_ids + [eos]``; with ``prompt_label_ids`` the prompt's tokens of those ids (the history's SID
 tokens) are labelled too, so a causal LM also learns to predict every history item from the ones
-before it, as SASRec does. Over-long examples lose tokens from the *left* of the prompt; the response
-is always kept whole (an example whose response alone does not fit raises an error). Without a
-response (generation), an item is the prompt alone.
+before it, as SASRec does. An over-long example keeps its template's fixed head and loses its
+*oldest* history items until it fits (its example then holds the prompt the model saw); only an
+example with no history to drop (or one item that still does not fit) is cut from the left. The
+response is always kept whole (an example whose response alone does not fit raises an error).
+Without a response (generation), an item is the prompt alone.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Collection, Sequence
 
 import torch
 
-from rec_lightning.data.tasks import Example
+from rec_lightning.data.tasks import Example, drop_oldest_history
+from rec_lightning.errors import ConfigurationError
 from rec_lightning.sid import SID_TOKEN_SPLIT
 
 log = logging.getLogger(__name__)
@@ -102,22 +106,47 @@ class RecDataset(torch.utils.data.Dataset):
         responses = encode_responses(tokenizer, [e.response for e in self.examples]) if with_response else None
         self.input_ids: list[list[int]] = []
         self.num_prompt_tokens: list[int] = []
-        self.num_truncated = 0
+        self.num_truncated = 0  # cut from the left (no history left to drop)
+        self.num_shortened = 0  # oldest history items dropped
         for i, prompt in enumerate(prompts):
             response = responses[i] if responses is not None else []
             if len(response) >= max_length:
                 example = self.examples[i]
-                raise ValueError(f"the response of example {i} (task {example.task}, row {example.row}) is "
+                raise ConfigurationError(f"the response of example {i} (task {example.task}, row {example.row}) is "
                                  f"{len(response)} tokens, not shorter than max_length={max_length}; raise max_length")
             room = max_length - len(response)
             if len(prompt) > room:
-                prompt = prompt[len(prompt) - room:]
-                self.num_truncated += 1
+                prompt = self._fit_prompt(i, prompt, room, tokenizer)
             self.input_ids.append(prompt + response)
             self.num_prompt_tokens.append(len(prompt))
+        if self.num_shortened:
+            log.warning("%d of %d examples were longer than max_length=%d; their oldest history items were dropped "
+                        "until they fit", self.num_shortened, len(self.examples), max_length)
         if self.num_truncated:
-            log.warning("%d of %d examples were longer than max_length=%d; their prompts were cut from the left",
-                        self.num_truncated, len(self.examples), max_length)
+            log.warning("%d of %d examples were longer than max_length=%d even with one history item (or have no "
+                        "history); their prompts were cut from the left", self.num_truncated, len(self.examples),
+                        max_length)
+
+    def _fit_prompt(self, i: int, prompt: list[int], room: int, tokenizer) -> list[int]:
+        """The longest history suffix whose prompt fits ``room`` tokens (binary search on the items dropped)."""
+        example = self.examples[i]
+        low, high, best = 1, len(example.history_sids) - 1, None  # drop between 1 and all but one item
+        while low <= high:
+            count = (low + high) // 2
+            shorter = drop_oldest_history(example, count)
+            ids = encode_prompts(tokenizer, [shorter.prompt])[0]
+            if len(ids) <= room:
+                best, high = (shorter, ids), count - 1
+            else:
+                low = count + 1
+        if best is not None:
+            self.examples[i], prompt = best
+            self.num_shortened += 1
+            return prompt
+        self.num_truncated += 1
+        prompt = prompt[len(prompt) - room:]
+        self.examples[i] = replace(example, prompt=tokenizer.decode(prompt))  # what the model saw
+        return prompt
 
     def __len__(self) -> int:
         return len(self.examples)

@@ -25,6 +25,7 @@ from rec_lightning.data.datamodule import RecDataModule
 from rec_lightning.data.demo import make_demo_data
 from rec_lightning.data.records import SequenceRecord, load_rec_data
 from rec_lightning.data.windows import maximal_windows
+from rec_lightning.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 PAD = 0
@@ -91,7 +92,7 @@ class ItemSequenceDataModule(RecDataModule):
                          num_workers=num_workers, seed=seed, cache_dir=cache_dir, demo_seed=demo_seed,
                          demo_num_users=demo_num_users)
         if max_history < 1:
-            raise ValueError(f"max_history must be at least 1, got {max_history}")
+            raise ConfigurationError(f"max_history must be at least 1, got {max_history}")
         self.max_history = max_history
         self.drop_contained = drop_contained_windows
         self.item_datasets: dict[str, _TensorDictDataset] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import csv
 import io
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +28,7 @@ COLUMNS = (
     "history_item_sid",
     "item_sid",
 )
+log = logging.getLogger(__name__)
 _FIX = "regenerate the split with the same index.json, or correct the row"
 
 
@@ -53,6 +55,7 @@ class RecData:
     category: str
     catalog: ItemCatalog
     splits: dict[str, list[SequenceRecord]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # accepted but suspicious (see split_warnings)
 
 
 def load_rec_data(
@@ -67,8 +70,45 @@ def load_rec_data(
     catalog = ItemCatalog.from_files(files.index, files.info, files.item)
     data = RecData(Path(data_dir), category, catalog)
     for split in splits:
-        data.splits[split] = read_split(find_split_csv(data_dir, split, category), catalog, split)
+        path = find_split_csv(data_dir, split, category)
+        data.splits[split] = read_split(path, catalog, split)
+        data.warnings.extend(f"{path}: {warning}" for warning in split_warnings(data.splits[split], catalog))
+    for warning in data.warnings:
+        log.warning(warning)
     return data
+
+
+def split_warnings(records: Sequence[SequenceRecord], catalog: ItemCatalog, limit: int = 3) -> list[str]:
+    """What is valid but probably a mistake in a split: fully duplicated rows, titles that disagree with item.json.
+
+    Returns:
+        One sentence per kind found, with the count and the first ``limit`` examples (1-based data rows).
+    """
+    warnings = []
+    first_row: dict[tuple, int] = {}
+    duplicates = []
+    for record in records:
+        key = (record.user_id, record.history_item_ids, record.history_titles, record.history_sids, record.item_id,
+               record.item_title, record.item_sid)
+        if key in first_row:
+            duplicates.append(f"row {record.row + 1} repeats row {first_row[key] + 1}")
+        else:
+            first_row[key] = record.row
+    if duplicates:
+        warnings.append(f"{len(duplicates)} fully duplicated row(s) ({'; '.join(duplicates[:limit])}): each copy "
+                        "counts again in training and evaluation; drop them if they are not real repeats")
+    mismatches = []
+    for record in records:
+        pairs = list(zip(record.history_item_ids, record.history_titles)) + [(record.item_id, record.item_title)]
+        for item_id, title in pairs:
+            expected = catalog.title_of(item_id)
+            if expected and title.strip() != expected.strip():
+                mismatches.append(f"row {record.row + 1}, item {item_id}: {title[:40]!r} vs {expected[:40]!r}")
+    if mismatches:
+        warnings.append(f"{len(mismatches)} CSV title(s) disagree with item.json ({'; '.join(mismatches[:limit])}): "
+                        "title prompts use the CSV's history titles and item.json's titles; regenerate the split "
+                        "from the same item.json")
+    return warnings
 
 
 def read_split(path: str | Path, catalog: ItemCatalog, split: str = "") -> list[SequenceRecord]:

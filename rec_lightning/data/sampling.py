@@ -16,6 +16,8 @@ from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 import torch
 from torch.utils.data import DistributedSampler
 
+from rec_lightning.errors import ConfigurationError
+
 T = TypeVar("T")
 
 
@@ -29,7 +31,7 @@ def sample_task_mix(examples_by_task: Mapping[str, Sequence[T]], weights: Mappin
     for task, examples in examples_by_task.items():
         weight = weights[task]
         if weight < 0:
-            raise ValueError(f"task weight for {task!r} must be >= 0, got {weight}")
+            raise ConfigurationError(f"task weight for {task!r} must be >= 0, got {weight}")
         whole, fraction = divmod(weight, 1.0)
         chosen.extend(list(examples) * int(whole))
         chosen.extend(rng.sample(list(examples), round(fraction * len(examples))))

@@ -7,10 +7,11 @@ collapsing into a dict as the original did (defect 4). Every example carries its
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from rec_lightning.data.records import SequenceRecord
+from rec_lightning.errors import ConfigurationError
 from rec_lightning.prompts import NEXT_ITEM, get_template, join_titles
 from rec_lightning.sid import ItemCatalog
 
@@ -26,18 +27,38 @@ class Example:
     target_sid: str | None
     row: int  # row in the split for sequence tasks, item id for item tasks
     history_item_ids: tuple[int, ...] = ()
+    history_sids: tuple[str, ...] = ()  # with the titles and category name: what re-renders a shorter history
+    history_titles: tuple[str, ...] = ()
+    category_name: str = ""
 
 
 def _sequence_example(task: str, record: SequenceRecord, category_name: str, catalog: ItemCatalog | None) -> Example:
     template = get_template(task)
-    prompt = template.render(
-        history_sids=template.join_history(record.history_sids),
-        history_titles=join_titles(record.history_titles),
-        category=category_name,
-    )
+    prompt = _render_history(task, record.history_sids, record.history_titles, category_name)
     title = catalog.title_of(record.item_id) if catalog is not None and record.item_id in catalog else record.item_title
     response = record.item_sid if template.response == "sid" else (title or record.item_title)
-    return Example(task, prompt, response, record.item_id, record.item_sid, record.row, record.history_item_ids)
+    return Example(task, prompt, response, record.item_id, record.item_sid, record.row, record.history_item_ids,
+                   record.history_sids, record.history_titles, category_name)
+
+
+def _render_history(task: str, sids: Sequence[str], titles: Sequence[str], category_name: str) -> str:
+    template = get_template(task)
+    return template.render(history_sids=template.join_history(sids), history_titles=join_titles(titles),
+                           category=category_name)
+
+
+def drop_oldest_history(example: Example, count: int) -> Example | None:
+    """The example with its ``count`` oldest history items removed and the prompt re-rendered.
+
+    Returns:
+        None when the example has no re-renderable history (item tasks, hand-built examples) or
+        ``count`` would leave no history item.
+    """
+    if not example.history_sids or not 0 < count < len(example.history_sids):
+        return None
+    sids, titles = example.history_sids[count:], example.history_titles[count:]
+    return replace(example, prompt=_render_history(example.task, sids, titles, example.category_name),
+                   history_item_ids=example.history_item_ids[count:], history_sids=sids, history_titles=titles)
 
 
 def next_item_example(record: SequenceRecord, category_name: str, task: str = NEXT_ITEM) -> Example:
@@ -47,7 +68,7 @@ def next_item_example(record: SequenceRecord, category_name: str, task: str = NE
         task: a SID-history task with a SID answer (:data:`NEXT_ITEM_TASKS`).
     """
     if task not in NEXT_ITEM_TASKS:
-        raise ValueError(f"next_item_task must be one of {list(NEXT_ITEM_TASKS)}, got {task!r}")
+        raise ConfigurationError(f"next_item_task must be one of {list(NEXT_ITEM_TASKS)}, got {task!r}")
     return _sequence_example(task, record, category_name, None)
 
 

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from rec_lightning.errors import RecLightningError
+from rec_lightning.errors import ConfigurationError, RecLightningError
 from rec_lightning.prompts import TEMPLATES
 from rec_lightning.sid import ItemCatalog
 
@@ -190,7 +190,7 @@ def add_sid_tokens(tokenizer, sid_tokens: Sequence[str]) -> list[int]:
         ValueError: the tokenizer has no EOS token, or a SID token does not map to a single id.
     """
     if tokenizer.eos_token is None:
-        raise ValueError("the tokenizer has no EOS token; set tokenizer.eos_token (the response terminator)")
+        raise ConfigurationError("the tokenizer has no EOS token; set tokenizer.eos_token (the response terminator)")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     vocab = tokenizer.get_vocab()
@@ -198,6 +198,6 @@ def add_sid_tokens(tokenizer, sid_tokens: Sequence[str]) -> list[int]:
     ids = tokenizer.convert_tokens_to_ids(list(sid_tokens))
     joined = "".join(sid_tokens[:3])
     if tokenizer(joined, add_special_tokens=False)["input_ids"] != ids[:3]:
-        raise ValueError(f"SID tokens do not tokenize to one id each ({joined!r}); the tokenizer must "
+        raise ConfigurationError(f"SID tokens do not tokenize to one id each ({joined!r}); the tokenizer must "
                          "treat added tokens as atomic")
     return ids

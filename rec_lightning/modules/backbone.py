@@ -23,6 +23,7 @@ from typing import Any, Literal, Sequence
 import torch
 
 from rec_lightning.data.tokenizer import add_sid_tokens as add_sid_tokens_to_tokenizer
+from rec_lightning.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class BackboneOptions:
 
     def torch_dtype(self) -> torch.dtype:
         if self.dtype not in _DTYPES:
-            raise ValueError(f"backbone.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+            raise ConfigurationError(f"backbone.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         return _DTYPES[self.dtype]
 
 
@@ -161,7 +162,7 @@ def backbone_config(options: BackboneOptions, tokenizer):
     try:
         return AutoConfig.for_model(model_type, **fields)
     except ValueError as err:
-        raise ValueError(f"backbone.config: {err}") from None
+        raise ConfigurationError(f"backbone.config: {err}") from None
 
 
 def add_sid_tokens(model, tokenizer, sid_tokens: Sequence[str],

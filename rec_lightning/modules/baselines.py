@@ -26,6 +26,7 @@ from typing import Literal, Sequence
 import torch
 
 from rec_lightning.data.records import SequenceRecord
+from rec_lightning.errors import ConfigurationError
 
 PairCounting = Literal["per_user", "per_window"]
 
@@ -69,11 +70,11 @@ class TransitionModel:
     def __init__(self, num_columns: int, decay: float = 0.0, max_history: int = 50,
                  counting: PairCounting = "per_user") -> None:
         if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"decay must lie in [0, 1], got {decay}")
+            raise ConfigurationError(f"decay must lie in [0, 1], got {decay}")
         if counting not in ("per_user", "per_window"):
-            raise ValueError(f"counting must be 'per_user' or 'per_window', got {counting!r}")
+            raise ConfigurationError(f"counting must be 'per_user' or 'per_window', got {counting!r}")
         if max_history < 1:
-            raise ValueError(f"max_history must be at least 1, got {max_history}")
+            raise ConfigurationError(f"max_history must be at least 1, got {max_history}")
         self.num_columns = num_columns
         self.decay = decay
         self.max_history = max_history

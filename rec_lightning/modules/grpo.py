@@ -217,15 +217,15 @@ class GRPOModule(pl.LightningModule):
             raise ConfigurationError("the cf reward needs cf_checkpoint: a SASRec final_checkpoint/ trained on the same "
                                      "data (`python -m rec_lightning fit --config configs/sasrec.yaml`)")
         if self.group.mode == "sample" and RANK_AWARE & set(self.reward_weights):
-            raise ValueError(f"rewards {sorted(RANK_AWARE & set(self.reward_weights))} use the beam rank, which sampled "
+            raise ConfigurationError(f"rewards {sorted(RANK_AWARE & set(self.reward_weights))} use the beam rank, which sampled "
                              "groups do not have: use group.mode=beam, or rewards rule/prefix/semantic")
         if self.group.dynamic_sampling == "resample" and self.group.mode != "sample":
-            raise ValueError("dynamic_sampling=resample needs group.mode=sample (beam search is deterministic); "
+            raise ConfigurationError("dynamic_sampling=resample needs group.mode=sample (beam search is deterministic); "
                              "use dynamic_sampling=drop with beam groups")
         if self.group.size < 2:
-            raise ValueError(f"group.size must be at least 2 to compare completions, got {self.group.size}")
+            raise ConfigurationError(f"group.size must be at least 2 to compare completions, got {self.group.size}")
         if self.loss_options.num_iterations < 1 or self.accumulate < 1:
-            raise ValueError("loss.num_iterations and accumulate_grad_batches must be >= 1")
+            raise ConfigurationError("loss.num_iterations and accumulate_grad_batches must be >= 1")
 
     # ------------------------------------------------------------------ model construction
     def configure_model(self) -> None:
@@ -238,13 +238,13 @@ class GRPOModule(pl.LightningModule):
         model, tokenizer, metadata = load_for_inference(self.sft_checkpoint, catalog=datamodule.catalog)
         trained_on = metadata.get("next_item_task", NEXT_ITEM)
         if getattr(datamodule, "next_item_task", NEXT_ITEM) != trained_on:
-            raise ValueError(f"the SFT checkpoint was trained with next_item_task={trained_on!r}, but the data module "
+            raise ConfigurationError(f"the SFT checkpoint was trained with next_item_task={trained_on!r}, but the data module "
                              f"uses {datamodule.next_item_task!r}: set data.next_item_task to {trained_on!r}, so GRPO "
                              "sees the prompt the SFT model learned")
         sid_tokens = datamodule.catalog.sid_tokens
         if datamodule.tokenizer.convert_tokens_to_ids(sid_tokens) != tokenizer.convert_tokens_to_ids(sid_tokens) or \
                 datamodule.tokenizer.eos_token_id != tokenizer.eos_token_id:
-            raise ValueError(f"the data module's tokenizer differs from the SFT checkpoint's: set data.tokenizer to "
+            raise ConfigurationError(f"the data module's tokenizer differs from the SFT checkpoint's: set data.tokenizer to "
                              f"{self.sft_checkpoint}")
         self.build(model, tokenizer, datamodule.catalog, metadata)
 
@@ -293,10 +293,10 @@ class GRPOModule(pl.LightningModule):
         prompt_ids, prompt_mask = batch["input_ids"], batch["attention_mask"]
         group_size = self.group.size
         if group_size > self.trie.num_items:
-            raise ValueError(f"group.size={group_size} exceeds the {self.trie.num_items} distinct SIDs of the catalog")
+            raise ConfigurationError(f"group.size={group_size} exceeds the {self.trie.num_items} distinct SIDs of the catalog")
         targets = self.item_to_key[batch["target_item_id"]]  # [B] trie index of each prompt's own target
         if bool((targets < 0).any()):
-            raise ValueError("some prompts have no target item; GRPO needs tasks whose answer is a SID")
+            raise ConfigurationError("some prompts have no target item; GRPO needs tasks whose answer is a SID")
         was_training = self.model.training
         self.model.eval()
         items = self._generate(prompt_ids, prompt_mask)  # [B, G]
@@ -415,6 +415,12 @@ class GRPOModule(pl.LightningModule):
             raise RuntimeError("GRPOModule has no test step of its own: add the ranking evaluation callback or use "
                                "`python -m rec_lightning evaluate` on the final checkpoint")
         return self.test_step_fn(self, batch, batch_idx)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> Any:
+        """Not a ranking path of its own: says which commands produce predictions (as SFTModule does)."""
+        raise ConfigurationError("GRPOModule has no predict step: rankings per row come from `python -m rec_lightning "
+                                 "evaluate --checkpoint OUTPUT/final_checkpoint ...` (eval_results.json), or `test` "
+                                 "with the RankingEvaluation callback")
 
     # ------------------------------------------------------------------ checkpoints and export
     def on_save_checkpoint(self, checkpoint: dict) -> None:

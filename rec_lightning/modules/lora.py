@@ -18,6 +18,7 @@ from typing import Literal, Sequence
 
 import torch
 
+from rec_lightning.errors import ConfigurationError
 from rec_lightning.modules.backbone import embeddings_are_tied
 
 log = logging.getLogger(__name__)
@@ -62,16 +63,16 @@ def resolve_target_modules(model, target_modules: str | Sequence[str]) -> list[s
         elif target_modules == "qkv":
             wanted = [name for name in QKV_PROJECTIONS if name in linear_names]
         else:
-            raise ValueError(f"lora.target_modules must be 'all', 'qkv' or a list of module names, "
+            raise ConfigurationError(f"lora.target_modules must be 'all', 'qkv' or a list of module names, "
                              f"got {target_modules!r}")
     else:
         wanted = list(target_modules)
         missing = sorted(set(wanted) - linear_names)
         if missing:
-            raise ValueError(f"lora.target_modules {missing} match no linear layer of the model; "
+            raise ConfigurationError(f"lora.target_modules {missing} match no linear layer of the model; "
                              f"linear layers found: {sorted(linear_names)}")
     if not wanted:
-        raise ValueError(f"lora.target_modules={target_modules!r} found no projection in the model; "
+        raise ConfigurationError(f"lora.target_modules={target_modules!r} found no projection in the model; "
                          f"linear layers found: {sorted(linear_names)}; list the names explicitly")
     return wanted
 
@@ -101,7 +102,7 @@ def apply_finetuning(model, mode: FinetuneMode, lora: LoraOptions | None, sid_to
     from peft import LoraConfig, TrainableTokensConfig, get_peft_model
 
     if mode not in FINETUNE_MODES:
-        raise ValueError(f"finetune mode must be one of {FINETUNE_MODES}, got {mode!r}")
+        raise ConfigurationError(f"finetune mode must be one of {FINETUNE_MODES}, got {mode!r}")
     if mode == "full":
         model.requires_grad_(True)
         trained = model

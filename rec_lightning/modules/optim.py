@@ -18,6 +18,8 @@ from typing import Callable, Iterable, Literal
 
 import torch
 
+from rec_lightning.errors import ConfigurationError
+
 
 @dataclass
 class OptimizerOptions:
@@ -47,7 +49,7 @@ class OptimizerOptions:
     def num_warmup_steps(self, total_steps: float) -> int:
         if self.warmup_ratio > 0:
             if math.isinf(total_steps):
-                raise ValueError("optimizer.warmup_ratio needs a step budget (trainer.max_steps or max_epochs); a run "
+                raise ConfigurationError("optimizer.warmup_ratio needs a step budget (trainer.max_steps or max_epochs); a run "
                                  "bounded only by trainer.max_time: set optimizer.warmup_steps instead")
             return round(self.warmup_ratio * total_steps)
         return self.warmup_steps
@@ -74,7 +76,7 @@ def lr_multiplier(step: int, warmup_steps: int, total_steps: float, schedule: st
     elif schedule == "linear":
         decay = 1.0 - progress
     else:
-        raise ValueError(f"optimizer.schedule must be 'cosine', 'linear' or 'constant', got {schedule!r}")
+        raise ConfigurationError(f"optimizer.schedule must be 'cosine', 'linear' or 'constant', got {schedule!r}")
     return min_lr_ratio + (1.0 - min_lr_ratio) * decay
 
 
@@ -99,13 +101,13 @@ def build_optimizer(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], 
         if parameter.requires_grad:
             (decay if parameter.ndim >= 2 else no_decay).append(parameter)
     if not decay and not no_decay:
-        raise ValueError("no trainable parameters: check the fine-tuning mode")
+        raise ConfigurationError("no trainable parameters: check the fine-tuning mode")
     groups = [{"params": decay, "weight_decay": options.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, lr=options.lr, betas=tuple(options.betas), eps=options.eps)
     if math.isinf(total_steps) and time_fraction is None and options.schedule != "constant":
-        raise ValueError(f"the {options.schedule} learning-rate schedule needs a budget: set trainer.max_steps, "
+        raise ConfigurationError(f"the {options.schedule} learning-rate schedule needs a budget: set trainer.max_steps, "
                          "trainer.max_epochs or trainer.max_time (or optimizer.schedule: constant)")
     total_steps = total_steps if math.isinf(total_steps) else max(1, int(total_steps))
     warmup = options.num_warmup_steps(total_steps)

@@ -6,6 +6,12 @@ the SFT model, is "adapter off" (``disable_adapter()`` turns off the LoRA layers
 SID rows, which is right here because the SFT rows are already merged into the base). In ``full``
 mode the policy trains every weight and the reference is a frozen copy (made only when the KL term
 is on). Reference sync (``ref <- (1 - alpha) ref + alpha policy``) works for both.
+
+In ``lora`` mode a half-precision (bf16/fp16) SFT model is merged in float32 and the merged base
+stays float32: merging in bf16 rounds ``W + dW`` (per-token log-probs drift by ~1e-2 from the SFT
+model the user evaluated) and a sync in bf16 (``W += alpha dW``) rounds again and moves the policy.
+In float32 both are exact to float32 rounding; the price is a float32 copy of the base instead of
+a bf16 one (the trainer's ``bf16-mixed`` still runs the matmuls in bf16).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Iterator, Literal, Sequence
 
 import torch
 
+from rec_lightning.errors import ConfigurationError
 from rec_lightning.modules.lora import LoraOptions, apply_finetuning, is_adapter_model, merge_adapter
 
 PolicyMode = Literal["lora", "full"]
@@ -30,13 +37,19 @@ def build_policy(sft_model: torch.nn.Module, mode: PolicyMode, lora: LoraOptions
         ``need_reference`` (None otherwise: ``lora`` mode uses the adapter-off policy).
     """
     if mode not in ("lora", "full"):
-        raise ValueError(f"GRPO finetune mode must be 'lora' or 'full', got {mode!r}")
+        raise ConfigurationError(f"GRPO finetune mode must be 'lora' or 'full', got {mode!r}")
+    if mode == "lora" and _is_half_precision(sft_model):
+        sft_model = sft_model.float()  # merge and sync in float32 (see the module docstring)
     base = merge_adapter(sft_model)
     base.config.use_cache = True
     if mode == "lora":
         return apply_finetuning(base, "lora", lora or LoraOptions(), sid_token_ids), None
     reference = copy.deepcopy(base).eval().requires_grad_(False) if need_reference else None
     return apply_finetuning(base, "full", None, sid_token_ids), reference
+
+
+def _is_half_precision(model: torch.nn.Module) -> bool:
+    return any(p.dtype in (torch.bfloat16, torch.float16) for p in model.parameters())
 
 
 @contextlib.contextmanager
@@ -60,7 +73,7 @@ def sync_reference(policy: torch.nn.Module, reference: torch.nn.Module | None, a
     the way to the policy's rows.
     """
     if not 0.0 < alpha <= 1.0:
-        raise ValueError(f"ref_sync_alpha must be in (0, 1], got {alpha}")
+        raise ConfigurationError(f"ref_sync_alpha must be in (0, 1], got {alpha}")
     if reference is not None:
         for ref_param, param in zip(reference.parameters(), policy.parameters()):
             ref_param.lerp_(param.detach().to(ref_param.dtype), alpha)

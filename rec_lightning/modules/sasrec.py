@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rec_lightning.errors import ConfigurationError
+from rec_lightning.errors import ConfigurationError, CorruptFileError
 from rec_lightning.item_ranking import SIDRanker
 from rec_lightning.metrics import RankingMetrics, target_ranks
 from rec_lightning.sid import ItemCatalog
@@ -46,7 +46,7 @@ class CausalBlock(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, dropout: float) -> None:
         super().__init__()
         if hidden_size % num_heads:
-            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+            raise ConfigurationError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.attention_norm = nn.LayerNorm(hidden_size)
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
@@ -153,7 +153,7 @@ class SASRecModule(pl.LightningModule):
         if self.network is None:
             self._build(datamodule.num_columns, self.hparams.get("max_history") or datamodule.max_history)
         elif self.network.num_columns != datamodule.num_columns:
-            raise ValueError(f"the model scores {self.network.num_columns} item ids, the data has "
+            raise ConfigurationError(f"the model scores {self.network.num_columns} item ids, the data has "
                              f"{datamodule.num_columns}: the same catalog is needed")
         self.ranker = SIDRanker(catalog)
         self.catalog_checksum = catalog.checksum()
@@ -173,6 +173,12 @@ class SASRecModule(pl.LightningModule):
         keys, _ = self.ranker.rank(scores, max(self.val_metrics.ks))
         targets = self.ranker.target_keys(batch["target_item_id"].tolist())
         self.val_metrics.update(target_ranks(keys, targets))
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Each row's ranked list: ``item_ids [B, K]`` (the best item of each SID, best first) and their ``scores``."""
+        scores = self.network.score_histories(batch["input_ids"]).float().cpu()  # [B, V]
+        keys, items = self.ranker.rank(scores, max(self.val_metrics.ks))  # [B, K] each
+        return {"item_ids": items, "scores": scores.gather(1, items.clamp(min=0))}
 
     def on_validation_epoch_end(self) -> None:
         results = self.val_metrics.compute()
@@ -229,10 +235,10 @@ def load_sasrec(directory: str | Path) -> tuple[SASRec, dict[str, Any]]:
     try:
         config = json.loads((directory / CONFIG_FILE).read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{directory / CONFIG_FILE}: not valid JSON ({err}). Fix: re-run the SASRec fit") from None
+        raise CorruptFileError(f"{directory / CONFIG_FILE}: not valid JSON ({err}). Fix: re-run the SASRec fit") from None
     missing = [key for key in ARCHITECTURE_KEYS if key not in config]
     if config.get("model") != "sasrec" or missing:
-        raise ValueError(f"{directory / CONFIG_FILE}: not a SASRec config (model={config.get('model')!r}, missing "
+        raise CorruptFileError(f"{directory / CONFIG_FILE}: not a SASRec config (model={config.get('model')!r}, missing "
                          f"{missing}). Fix: pass a folder written by SASRecModule")
     network = SASRec(**{key: config[key] for key in ARCHITECTURE_KEYS})
     network.load_state_dict(load_file(directory / WEIGHTS_FILE))

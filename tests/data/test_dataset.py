@@ -88,3 +88,26 @@ def test_history_loss_labels_the_prompts_sid_tokens_only(tokenizer):
     assert item["labels"] == sid_ids + [-100] * len(newline) + sid_ids + [tokenizer.eos_token_id]
     plain = RecDataset([example("<a_1><b_1><c_1>\n", "<a_1><b_1><c_1>")], tokenizer, max_length=64)[0]
     assert plain["labels"] == [-100] * (3 + len(newline)) + sid_ids + [tokenizer.eos_token_id]
+
+
+def test_long_prompt_keeps_the_template_head_and_drops_the_oldest_history_items(tokenizer):
+    from dataclasses import replace
+
+    from rec_lightning.data.records import SequenceRecord
+    from rec_lightning.data.tasks import next_item_example
+    from rec_lightning.prompts import PREAMBLE
+
+    sids = tuple(f"<a_{1 + i % 2}><b_1><c_1>" for i in range(8))
+    record = SequenceRecord("test", 0, "u", tuple(range(8)), ("t",) * 8, sids, 9, "t", "<a_1><b_1><c_1>")
+    long = next_item_example(record, "items")
+    full = RecDataset([long], tokenizer, max_length=1024)
+    per_item = 3 + len(tokenizer(", ", add_special_tokens=False)["input_ids"])  # 3 SID tokens and the separator
+    limit = len(full[0]["input_ids"]) - 3 * per_item  # room for the head and 8 - 3 = 5 items, not 6
+    short = RecDataset([long], tokenizer, max_length=limit)
+    seen = short.examples[0]
+    assert short.num_shortened == 1 and short.num_truncated == 0
+    assert seen.prompt.startswith(PREAMBLE) and seen.history_sids == sids[3:]  # oldest 3 dropped, newest kept
+    newest = replace(record, history_item_ids=tuple(range(3, 8)), history_titles=("t",) * 5, history_sids=sids[3:])
+    assert seen.prompt == next_item_example(newest, "items").prompt
+    assert short[0]["input_ids"][:len(short[0]["input_ids"]) - 4] == tokenizer(seen.prompt)["input_ids"]
+    assert len(short[0]["input_ids"]) <= limit

@@ -252,3 +252,35 @@ def test_disable_dropout_zeroes_attention_and_module_dropout():
     assert disable_dropout(model) == 2 + 1  # two attention layers' rates and one nn.Dropout
     assert model.config.attention_dropout == 0.0 and model.model.extra.p == 0.0
     assert all(layer.self_attn.attention_dropout == 0.0 for layer in model.model.layers)
+
+
+def test_bf16_reference_is_the_sft_model_and_sync_keeps_the_policy(sft_dirs, demo_dir):
+    """A bf16 SFT LoRA model merged in bf16 rounds W + dW (per-token log-probs drift ~1e-2) and a bf16
+    sync moves the policy; merged and synced in float32, both hold to float32 rounding. The yardstick
+    is the SFT model's own bf16 weights run in float32 arithmetic (exact up to float32 rounding, which
+    1e-5 covers at these sizes; bf16's own step, 2^-8 = 4e-3 relative, would fail it)."""
+    from rec_lightning.modules.reference import sync_reference
+
+    dirs, cache = sft_dirs
+    dm = rl_datamodule(demo_dir, cache, dirs["lora"])
+    module = GRPOModule(sft_checkpoint=str(dirs["lora"]), group={"size": 4}, loss={"beta": 0.1})
+    model, tokenizer, metadata = load_for_inference(dirs["lora"], dtype="bfloat16", catalog=dm.catalog)
+    module.build(model, tokenizer, dm.catalog, metadata)
+    assert all(p.dtype == torch.float32 for p in module.model.parameters())
+    batch = next(iter(dm.train_dataloader()))
+    rollout, _ = module.rollout(batch)
+    sft_model, _, _ = load_for_inference(dirs["lora"], dtype="bfloat16")
+    sft_model = sft_model.float()  # the same bf16 weights, float32 arithmetic
+    args = (rollout.prompt_ids, rollout.prompt_mask, rollout.completions, 4)
+    with torch.no_grad():
+        expected = completion_logprobs(sft_model, *args)
+    torch.testing.assert_close(rollout.ref_logp, expected, atol=1e-5, rtol=0)
+    policy = module.model.eval()
+    with torch.no_grad():
+        for parameter in policy.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+        before = completion_logprobs(policy, *args)
+        sync_reference(policy, None, alpha=0.6)
+        after = completion_logprobs(policy, *args)
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=0)

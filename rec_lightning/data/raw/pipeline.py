@@ -31,7 +31,7 @@ from rec_lightning.data.raw.interactions import Interactions, collect, k_core
 from rec_lightning.data.raw.metadata import ItemMeta, item_meta, title_problem
 from rec_lightning.data.raw.sequences import Sequences, Windows, build_sequences, sliding_windows, split_windows
 from rec_lightning.data.raw.writer import StagedOutput, check_output_free, positional_sids, write_catalog, write_split_csv
-from rec_lightning.errors import DataValidationError
+from rec_lightning.errors import ConfigurationError, DataValidationError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,7 +69,7 @@ def month_start(month: str, option: str, offset: int = 0) -> int:
         if not 1 <= number <= 12:
             raise ValueError
     except ValueError:
-        raise ValueError(f"--{option} must be YYYY-MM, got {month!r}") from None
+        raise ConfigurationError(f"--{option} must be YYYY-MM, got {month!r}") from None
     year, number = year + (number - 1 + offset) // 12, (number - 1 + offset) % 12 + 1
     return int(datetime(year, number, 1, tzinfo=timezone.utc).timestamp())
 
@@ -167,9 +167,9 @@ def prepare_dataset(reviews: str | Path, meta: str | Path, fmt: str, category: s
         ValueError: an invalid option.
     """
     if fmt not in formats.FORMATS:
-        raise ValueError(f"unknown --format {fmt!r}; expected one of {formats.FORMATS}")
+        raise ConfigurationError(f"unknown --format {fmt!r}; expected one of {formats.FORMATS}")
     if options.split not in ("chronological", "leave-last-out"):
-        raise ValueError(f"--split must be chronological or leave-last-out, got {options.split!r}")
+        raise ConfigurationError(f"--split must be chronological or leave-last-out, got {options.split!r}")
     reviews, meta, output = Path(reviews), Path(meta), Path(output)
     check_output_free(output)
     start = month_start(options.start_month, "start_month") if options.start_month else None

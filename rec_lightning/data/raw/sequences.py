@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from rec_lightning.data.raw.interactions import Interactions
+from rec_lightning.errors import ConfigurationError
 
 PROTOCOLS = ("chronological", "leave-last-out")
 
@@ -84,7 +85,7 @@ class Windows:
 def sliding_windows(seq: Sequences, max_history: int) -> Windows:
     """One window per interaction after each user's first, ordered by (user, time)."""
     if max_history < 1:
-        raise ValueError(f"max_history must be at least 1, got {max_history}")
+        raise ConfigurationError(f"max_history must be at least 1, got {max_history}")
     lengths = np.diff(seq.offsets)
     user_of = np.repeat(np.arange(seq.num_users), lengths)  # [R]
     first = seq.offsets[:-1][user_of]  # [R] first position of the position's user
@@ -103,12 +104,12 @@ def split_windows(seq: Sequences, windows: Windows, protocol: str = "chronologic
         ratio: train:valid:test parts of the chronological split (integers).
     """
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown split protocol {protocol!r}; expected one of {PROTOCOLS}")
+        raise ConfigurationError(f"unknown split protocol {protocol!r}; expected one of {PROTOCOLS}")
     target_time = seq.times[windows.target]
     by_time = np.argsort(target_time, kind="stable")  # ties: (user rank, position) order
     if protocol == "chronological":
         if len(ratio) != 3 or min(ratio) < 0 or sum(ratio) <= 0:
-            raise ValueError(f"split ratio must be three non-negative integers, got {list(ratio)}")
+            raise ConfigurationError(f"split ratio must be three non-negative integers, got {list(ratio)}")
         n, total = len(windows), sum(ratio)
         cut_train, cut_valid = n * ratio[0] // total, n * (ratio[0] + ratio[1]) // total
         return {"train": by_time[:cut_train], "valid": by_time[cut_train:cut_valid], "test": by_time[cut_valid:]}

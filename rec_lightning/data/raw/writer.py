@@ -23,7 +23,7 @@ import numpy as np
 from rec_lightning.data.raw.metadata import ItemMeta
 from rec_lightning.data.raw.sequences import Sequences, Windows
 from rec_lightning.data.records import COLUMNS
-from rec_lightning.errors import DataValidationError
+from rec_lightning.errors import ConfigurationError, DataValidationError
 from rec_lightning.sid import LEVEL_LETTERS
 
 
@@ -34,7 +34,7 @@ def positional_sids(num_items: int, levels: int = 3, codebook_size: int = 256) -
         ValueError: more items than ``codebook_size ** levels``.
     """
     if num_items > codebook_size ** levels:
-        raise ValueError(f"{num_items} items do not fit {levels} levels of {codebook_size} codes; raise the levels")
+        raise ConfigurationError(f"{num_items} items do not fit {levels} levels of {codebook_size} codes; raise the levels")
     sids = []
     for item in range(num_items):
         digits = [(item // codebook_size ** (levels - 1 - level)) % codebook_size for level in range(levels)]
