@@ -46,8 +46,20 @@ def column(rows: list[dict[str, str]], name: str) -> list[float]:
 
 
 def test_quickstart_cli_short_run_exports(tmp_path, cache):
-    run_fit(tmp_path, cache, "--trainer.max_steps", "6", "--trainer.val_check_interval", "6",
-            "--trainer.limit_val_batches", "2")
+    import yaml
+
+    result = run_fit(tmp_path, cache, "--trainer.max_steps", "6", "--trainer.val_check_interval", "6",
+                     "--trainer.limit_val_batches", "2")
+    # every Lightning message once (the "lightning" logger's own handler, not also the root's)
+    assert (result.stdout + result.stderr).count("GPU available:") == 1, result.stderr[-3000:]
+    # the logger's hyper-parameters are the full resolved config, as config.yaml, without _instantiator
+    (hparams_path,) = (tmp_path / "outputs" / "quickstart" / "logs").glob("version_*/hparams.yaml")
+    hparams = yaml.safe_load(hparams_path.read_text())
+    assert {"trainer", "model", "data", "seed_everything"} <= set(hparams) and hparams["seed_everything"] == 42
+    assert hparams["model"]["class_path"] == "rec_lightning.modules.sft.SFTModule"
+    assert hparams["model"]["init_args"]["optimizer"]["lr"] == 0.002 and hparams["trainer"]["max_steps"] == 6
+    assert hparams["data"]["init_args"]["batch_size"] == 32
+    assert "_instantiator" not in hparams_path.read_text()
     final = tmp_path / "outputs" / "quickstart" / "final_checkpoint"
     metadata = json.loads((final / "rec_lightning.json").read_text())
     assert metadata["format"] == "full" and metadata["finetune"]["mode"] == "full"

@@ -11,6 +11,11 @@
   logger run), with the fix;
 * ``fit`` always has :class:`~rec_lightning.callbacks.interruption.InterruptionCheckpoint`, so
   SIGTERM saves a checkpoint and exits 143 instead of 0.
+* the loggers' hyper-parameters are the full resolved config (trainer, seed, data, model, as in
+  ``config.yaml``), not the module's and data module's ``__init__`` arguments plus LightningCLI's
+  internal ``_instantiator``;
+* the progress bar prints the learning rate in scientific notation
+  (:class:`~rec_lightning.callbacks.progress.LearningRateProgressBar`).
 """
 
 from __future__ import annotations
@@ -84,8 +89,44 @@ def check_manual_optimization(model, trainer) -> None:
                                  f"{trainer.accumulate_grad_batches}")
 
 
+def resolved_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A subcommand's resolved config as logger hyper-parameters: no ``config`` file list, no ``_instantiator``."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if k != "_instantiator"}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return clean({k: v for k, v in config.items() if k != "config"})
+
+
 class RecLightningCLI(LightningCLI):
     """LightningCLI for rec_lightning's modules (see the module docstring for what it adds)."""
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
+        from lightning.pytorch.callbacks import ProgressBar
+
+        from rec_lightning.callbacks.progress import LearningRateProgressBar
+
+        given = list(config.get("callbacks") or []) + list(callbacks)
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
+            callbacks = [*callbacks, LearningRateProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
+
+    def log_resolved_config(self) -> None:
+        """Give every logger the resolved config as its hyper-parameters (instead of Lightning's default)."""
+        import yaml
+
+        if not self.trainer.loggers:
+            return
+        dumped = self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False)
+        hparams = resolved_config(yaml.safe_load(dumped))
+        self.model._log_hyperparams = False  # Lightning would log the __init__ arguments and _instantiator
+        if self.datamodule is not None:
+            self.datamodule._log_hyperparams = False
+        for logger in self.trainer.loggers:
+            logger.log_hyperparams(hparams)
 
     def _parse_ckpt_path(self) -> None:
         subcommand = self.config.get("subcommand")
@@ -132,6 +173,7 @@ class RecLightningCLI(LightningCLI):
 
         if not any(isinstance(c, InterruptionCheckpoint) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(InterruptionCheckpoint())
+        self.log_resolved_config()
 
 
 def run_lightning_cli(args: Sequence[str] | None) -> None:
