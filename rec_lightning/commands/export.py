@@ -9,9 +9,9 @@ holds the resized embedding matrices (plain PEFT loads it onto a base resized wi
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from rec_lightning.commands.arguments import command_parser
 from rec_lightning.errors import OutputExistsError
 
 
@@ -74,8 +74,7 @@ def export(checkpoint: str, output: str, merge: bool = False, dtype: str | None 
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m rec_lightning export", description=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("export", __doc__.split("\n\n")[1])
     parser.add_argument("--checkpoint", required=True, help="the final_checkpoint/ folder written at the end of fit")
     parser.add_argument("--output", required=True, help="new or empty folder to write (outside the checkpoint)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in --output (never "
