@@ -15,7 +15,10 @@
   ``config.yaml``), not the module's and data module's ``__init__`` arguments plus LightningCLI's
   internal ``_instantiator``;
 * the progress bar prints the learning rate in scientific notation
-  (:class:`~rec_lightning.callbacks.progress.LearningRateProgressBar`).
+  (:class:`~rec_lightning.callbacks.progress.LearningRateProgressBar`);
+* the usage line says ``python -m rec_lightning fit``, ``--help`` lists the rec_lightning modules and
+  data modules as known subclasses (so ``--model SFTModule`` works by short name), it says where the
+  optimizer lives (:data:`OPTIMIZER_NOTE`), and an unknown key gets the nearest valid one.
 """
 
 from __future__ import annotations
@@ -26,11 +29,24 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from rec_lightning.errors import ConfigurationError, CorruptFileError
 
 GPU_ACCELERATORS = ("gpu", "cuda")
+
+#: Shown in ``fit --help``: why there is no ``--optimizer`` / ``--lr_scheduler``.
+OPTIMIZER_NOTE = (
+    "Optimizer and learning-rate schedule are typed options of the module, not LightningCLI's --optimizer / "
+    "--lr_scheduler: set them with --model.optimizer.lr, --model.optimizer.schedule (cosine | linear | constant), "
+    "--model.optimizer.warmup_steps, --model.optimizer.min_lr_ratio, --model.optimizer.weight_decay. The module "
+    "builds AdamW itself because it chooses the parameter groups (no weight decay on biases and norms; under LoRA "
+    "only the adapter and SID rows) and the schedule follows the run's step or time budget; GRPOModule also steps "
+    "it manually. One typed block keeps every recipe's optimizer in one checked place (see --model.help SFTModule).")
+
+#: Imported before the parser is built, so jsonargparse lists them as known subclasses and resolves short names.
+KNOWN_CLASSES = ("rec_lightning.modules.sft", "rec_lightning.modules.grpo", "rec_lightning.modules.sasrec",
+                 "rec_lightning.data.item_sequences")
 
 
 def checkpoint_model_arguments(ckpt_path: str | Path, config_class_path: str | None) -> dict[str, Any] | None:
@@ -99,6 +115,15 @@ def resolved_config(config: dict[str, Any]) -> dict[str, Any]:
         return value
 
     return clean({k: v for k, v in config.items() if k != "config"})
+
+
+class RecArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser whose errors for an unknown key end with the nearest valid key."""
+
+    def error(self, message: str, ex: Exception | None = None):  # noqa: D102 - see the class docstring
+        from rec_lightning.commands.arguments import known_options, nearest_option_hint
+
+        return super().error(message + nearest_option_hint(message, known_options(self)), ex)
 
 
 class RecLightningCLI(LightningCLI):
@@ -178,8 +203,13 @@ class RecLightningCLI(LightningCLI):
 
 def run_lightning_cli(args: Sequence[str] | None) -> None:
     """Run :class:`RecLightningCLI`; ``args=None`` lets it read ``sys.argv`` itself."""
+    import importlib
+
+    from rec_lightning.commands.arguments import PROG
     from rec_lightning.data.datamodule import RecDataModule
 
+    for module in KNOWN_CLASSES:
+        importlib.import_module(module)
     RecLightningCLI(
         model_class=None,
         datamodule_class=RecDataModule,
@@ -187,4 +217,7 @@ def run_lightning_cli(args: Sequence[str] | None) -> None:
         args=None if args is None else list(args),
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        parser_class=RecArgumentParser,
+        parser_kwargs={"prog": PROG, **{name: {"description": OPTIMIZER_NOTE} for name in ("fit", "validate", "test",
+                                                                                        "predict")}},
     )
