@@ -63,5 +63,6 @@ def test_fit_help_lists_modules_names_the_optimizer_and_takes_short_names(tmp_pa
     assert yaml.safe_load(printed.stdout)["model"]["class_path"] in ("rec_lightning.GRPOModule",
                                                                      "rec_lightning.modules.grpo.GRPOModule")
 
-    typo = run_cli("fit", "--config", str(QUICKSTART), "--trainer.max_step", "3", cwd=tmp_path)
+    # (not a prefix: LightningCLI still expands abbreviations such as --trainer.max_step)
+    typo = run_cli("fit", "--config", str(QUICKSTART), "--trainer.max_stpes", "3", cwd=tmp_path)
     assert typo.returncode == 2 and "Did you mean --trainer.max_steps?" in typo.stderr, describe(typo)
