@@ -121,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _dispatch(argv: list[str], from_sys_argv: bool) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("rec_lightning").setLevel(logging.INFO)  # our progress lines, not every library's
+    # `import lightning` gives the "lightning" logger its own console handler and leaves it propagating,
+    # so with the root handler above every Lightning message printed twice; keep only Lightning's own.
+    logging.getLogger("lightning").propagate = False
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return

@@ -7,10 +7,16 @@ loggers and the progress bar, so ``ModelCheckpoint``/``EarlyStopping`` can monit
 register the test step on the module (``pl_module.test_step_fn``), decode the test prompts, log
 ``test/...`` and write ``eval_results.json`` and ``metrics.json``. Under DDP each rank decodes its
 own shard (the data module never repeats a row) and sum-state metrics make the totals exact.
+
+With a ``WandbLogger`` the monitored metrics (``val/hr@10``, ``val/ndcg@10``) get best-value run
+summaries (``define_metric(summary="max")``). ``num_logged_predictions`` adds, at every ranking
+validation, a table of a few validation users (history titles, target, top-5 predictions): a
+``wandb.Table`` for ``WandbLogger``, ``<log_dir>/val_predictions/step_<N>.csv`` for the other loggers.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -45,13 +51,15 @@ class RankingEvaluation(pl.Callback):
         validation_output_dir: if set, every ranking validation also writes its ``eval_results.json`` and
             ``metrics.json`` (the ``evaluate`` format) to ``<validation_output_dir>/step_<global step>/``, so a
             run's rankings can be inspected, or compared with ``evaluate`` on a saved checkpoint.
+        num_logged_predictions: validation users (the first of the decoded subset) shown in a predictions
+            table at every ranking validation (see the module docstring); 0 (default) = no table.
     """
 
     def __init__(self, num_beams: int = 20, limit: int | None = None, seed: int = 0, every_n_validations: int = 1,
                  split: str = "valid", batch_size: int | None = None, renormalize: bool = False,
                  ks: Sequence[int] = DEFAULT_KS, prog_bar: Sequence[str] = ("hr@10", "ndcg@10"),
                  test_num_beams: int = 50, test_output_dir: str | None = None,
-                 validation_output_dir: str | None = None) -> None:
+                 validation_output_dir: str | None = None, num_logged_predictions: int = 0) -> None:
         if every_n_validations < 1:
             raise ConfigurationError(f"every_n_validations must be >= 1, got {every_n_validations}")
         self.num_beams = num_beams
@@ -66,6 +74,7 @@ class RankingEvaluation(pl.Callback):
         self.test_num_beams = test_num_beams
         self.test_output_dir = test_output_dir
         self.validation_output_dir = validation_output_dir
+        self.num_logged_predictions = num_logged_predictions
         self.validations_seen = 0
         self.last_metrics: dict[str, float] = {}
         self._test: RankingEvaluator | None = None
@@ -109,7 +118,7 @@ class RankingEvaluation(pl.Callback):
             return
         datamodule = self._datamodule(trainer)
         model = self._language_model(pl_module)
-        keep = self.validation_output_dir is not None
+        keep = self.validation_output_dir is not None or self.num_logged_predictions > 0
         evaluator = self._evaluator(datamodule, self.num_beams, keep_predictions=keep).to(pl_module.device)
         loader = datamodule.generation_dataloader(self.split, limit=self.limit, seed=self.seed,
                                                   batch_size=self.batch_size)
@@ -123,11 +132,17 @@ class RankingEvaluation(pl.Callback):
         if keep:
             examples = loader.dataset.examples
             records = evaluator.records([e.prompt for e in examples], [e.row for e in examples])
-            if trainer.is_global_zero:
+            if trainer.is_global_zero and self.validation_output_dir is not None:
                 write_results(Path(self.validation_output_dir) / f"step_{trainer.global_step}", records,
                               {**self.last_metrics, "split": self.split, "global_step": trainer.global_step})
+            if trainer.is_global_zero and self.num_logged_predictions > 0:
+                table = prediction_table(records[: self.num_logged_predictions], examples, datamodule.catalog)
+                log_prediction_table(trainer, table)
         log.info("ranking on %d %s rows at beam %d: %s", self.last_metrics["count"], self.split, self.num_beams,
                  {k: round(v, 4) for k, v in self.last_metrics.items() if k.startswith(("hr@10", "ndcg@10"))})
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        define_best_summaries(trainer, [f"val/{name}" for name in sorted({"hr@10", "ndcg@10", *self.prog_bar})])
 
     # ------------------------------------------------------------------ test
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -161,6 +176,57 @@ class RankingEvaluation(pl.Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "test" and getattr(pl_module, "test_step_fn", None) == self._test_step:
             pl_module.test_step_fn = None
+
+
+PREDICTION_COLUMNS = ["row", "history_titles", "target_title", "target_sid", "hit@5", "top5_titles", "top5_sids"]
+
+
+def prediction_table(records: Sequence[dict], examples: Sequence[Any], catalog) -> list[list[Any]]:
+    """Rows of :data:`PREDICTION_COLUMNS` for ``records`` (``evaluate``'s format) and their examples."""
+    by_row = {example.row: example for example in examples}
+    rows = []
+    for record in records:
+        history = by_row[record["row"]].history_item_ids if record["row"] in by_row else ()
+        titles = " | ".join(catalog.title_of(item) for item in history if item in catalog)
+        top5 = record["predict"][:5]
+        rows.append([record["row"], titles, record["target_title"], record["output"], record["output"] in top5,
+                     " | ".join(record["predict_titles"][:5]), " ".join(top5)])
+    return rows
+
+
+def log_prediction_table(trainer: pl.Trainer, table: list[list[Any]]) -> None:
+    """A ``wandb.Table`` per ``WandbLogger``; a CSV file in the log folder of the other loggers (once per folder)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    written: set[Path] = set()
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table("val/predictions", columns=PREDICTION_COLUMNS, data=table, step=trainer.global_step)
+            continue
+        folder = Path(getattr(logger, "log_dir", None) or trainer.log_dir or trainer.default_root_dir)
+        if folder in written:
+            continue
+        written.add(folder)
+        path = folder / "val_predictions" / f"step_{trainer.global_step}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(PREDICTION_COLUMNS)
+            writer.writerows(table)
+    if not trainer.loggers:
+        log.info("num_logged_predictions is set but the trainer has no logger: no predictions table written")
+
+
+def define_best_summaries(trainer: pl.Trainer, names: Sequence[str]) -> None:
+    """``define_metric(name, summary="max")`` on every ``WandbLogger``: the run summary keeps each metric's best."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            for name in names:
+                logger.experiment.define_metric(name, summary="max")
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:

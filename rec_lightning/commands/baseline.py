@@ -13,7 +13,6 @@ baseline with any LLM run; prints the same table.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import random
 import time
@@ -21,15 +20,17 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from jsonargparse import Namespace
 
+from rec_lightning.commands.arguments import SuggestingParser, command_parser
 from rec_lightning.metrics import DEFAULT_KS
 
 log = logging.getLogger(__name__)
 KINDS = ("popularity", "transition", "sasrec")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rec_lightning baseline", description=__doc__.splitlines()[0])
+def build_parser() -> SuggestingParser:
+    parser = command_parser("baseline", __doc__.splitlines()[0])
     parser.add_argument("--kind", required=True, choices=KINDS)
     parser.add_argument("--data_dir", default=None, help="MiniOneRec-layout folder (default: the demo data set)")
     parser.add_argument("--category", default=None, help="file-name category (default: the only one present)")
@@ -62,7 +63,7 @@ def main(argv: Sequence[str]) -> None:
     run_baseline(args)
 
 
-def _scorer(args: argparse.Namespace, datamodule, num_columns: int):
+def _scorer(args: Namespace, datamodule, num_columns: int):
     """``histories (list of item-id lists) -> [B, V] rank scores, [B, V] scores shown``, and a description."""
     from rec_lightning.modules.baselines import PopularityModel, TransitionModel
 
@@ -89,7 +90,7 @@ def _scorer(args: argparse.Namespace, datamodule, num_columns: int):
     return score, str(Path(args.checkpoint).resolve())
 
 
-def run_baseline(args: argparse.Namespace) -> dict:
+def run_baseline(args: Namespace) -> dict:
     """Fit or load the baseline, rank every row of the split, write and print the results."""
     from rec_lightning.data.item_sequences import ItemSequenceDataModule
     from rec_lightning.evaluation import write_results

@@ -23,8 +23,8 @@ from typing import Literal
 
 import numpy as np
 import torch
-from jsonargparse import CLI
 
+from rec_lightning.commands.arguments import run_function
 from rec_lightning.collisions import code_tokens, resolve_collisions, sid_statistics
 from rec_lightning.errors import DataValidationError
 
@@ -354,4 +354,4 @@ def format_report(report: dict) -> str:
 
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    CLI(build_sids, args=argv, as_positional=False)
+    run_function(build_sids, "build-sids", argv)

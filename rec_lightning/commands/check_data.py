@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jsonargparse import CLI
+from rec_lightning.commands.arguments import run_function
 
 
 def check_data(data_dir: str, category: str) -> None:
@@ -31,4 +31,4 @@ def check_data(data_dir: str, category: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    CLI(check_data, args=argv, as_positional=False)
+    run_function(check_data, "check-data", argv)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jsonargparse import CLI
+from rec_lightning.commands.arguments import run_function
 
 
 def make_demo_data(output: str, seed: int = 0, num_users: int = 500, train_tokenizer: bool = True) -> None:
@@ -26,4 +26,4 @@ def make_demo_data(output: str, seed: int = 0, num_users: int = 500, train_token
 
 
 def main(argv: list[str]) -> None:
-    CLI(make_demo_data, args=argv, as_positional=False)
+    run_function(make_demo_data, "make-demo-data", argv)

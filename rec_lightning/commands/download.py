@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jsonargparse import CLI
+from rec_lightning.commands.arguments import run_function
 
 
 def download(category: str = "Industrial_and_Scientific", output: str = "data/Amazon", source: str | None = None) -> None:
@@ -23,4 +23,4 @@ def download(category: str = "Industrial_and_Scientific", output: str = "data/Am
 
 
 def main(argv: list[str]) -> None:
-    CLI(download, args=argv, as_positional=False)
+    run_function(download, "download", argv)

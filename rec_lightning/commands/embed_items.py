@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from jsonargparse import CLI
+
+from rec_lightning.commands.arguments import run_function
 
 
 def write_npy_atomic(path: Path, array: np.ndarray) -> None:
@@ -124,4 +125,4 @@ def _collaborative(data_dir: str, category: str, num_items: int, dim: int, windo
 
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    CLI(embed_items, args=argv, as_positional=False)
+    run_function(embed_items, "embed-items", argv)

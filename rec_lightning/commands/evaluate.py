@@ -11,13 +11,15 @@ metrics are summed. Writes ``eval_results.json`` and ``metrics.json`` atomically
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
 from pathlib import Path
 from typing import Sequence
 
+from jsonargparse import Namespace
+
+from rec_lightning.commands.arguments import SuggestingParser, command_parser
 from rec_lightning.errors import EmptyResultsError, OutputExistsError
 from rec_lightning.metrics import DEFAULT_KS
 from rec_lightning.output_lock import OutputLock
@@ -28,8 +30,8 @@ EMPTY_ROWS_LIMIT = 0.5
 log = logging.getLogger(__name__)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rec_lightning evaluate", description=__doc__.splitlines()[0])
+def build_parser() -> SuggestingParser:
+    parser = command_parser("evaluate", __doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="final_checkpoint/ folder, export output or HF folder")
     parser.add_argument("--data_dir", default=None, help="MiniOneRec-layout folder (default: the demo data set)")
     parser.add_argument("--category", default=None, help="file-name category (default: the only one present)")
@@ -114,7 +116,7 @@ def check_empty_rows(records: list, metrics: dict, limit: float = EMPTY_ROWS_LIM
                                 "trained on")
 
 
-def evaluate(fabric, args: argparse.Namespace) -> dict:
+def evaluate(fabric, args: Namespace) -> dict:
     """Decode this process's share of the split, then (on rank 0) write and print the results."""
     from rec_lightning.data.datamodule import RecDataModule
     from rec_lightning.evaluation import RankingEvaluator, write_results

@@ -9,9 +9,9 @@ holds the resized embedding matrices (plain PEFT loads it onto a base resized wi
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from rec_lightning.commands.arguments import command_parser
 from rec_lightning.errors import OutputExistsError
 
 
@@ -45,8 +45,10 @@ def check_output(checkpoint: str | Path, output: str | Path, overwrite: bool) ->
 
 
 def export(checkpoint: str, output: str, merge: bool = False, dtype: str | None = None,
-           overwrite: bool = False) -> str:
+           overwrite: bool = False, portable: bool = False) -> str:
     """Export ``checkpoint`` to ``output``; returns a one-line description of what was written.
+
+    ``portable`` (the default when not ``merge``) writes the adapter with its embedding matrices.
 
     Raises:
         SystemExit: the folder is not a checkpoint, or does not fit its base/tokenizer (with the fix).
@@ -55,6 +57,9 @@ def export(checkpoint: str, output: str, merge: bool = False, dtype: str | None 
     from rec_lightning.modules.export import (CheckpointMismatchError, export_merged, export_portable_adapter,
                                               read_metadata)
 
+    if merge and portable:
+        raise SystemExit("--merge and --portable exclude each other: --merge writes a plain HF model, --portable a "
+                         "PEFT adapter for the original base. Fix: pass one of them")
     check_output(checkpoint, output, overwrite)
     try:
         if merge:
@@ -69,14 +74,16 @@ def export(checkpoint: str, output: str, merge: bool = False, dtype: str | None 
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m rec_lightning export", description=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("export", __doc__.split("\n\n")[1])
     parser.add_argument("--checkpoint", required=True, help="the final_checkpoint/ folder written at the end of fit")
     parser.add_argument("--output", required=True, help="new or empty folder to write (outside the checkpoint)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in --output (never "
                         "anything export did not write)")
     parser.add_argument("--merge", action="store_true", help="merge the adapter into the weights (plain HF model)")
+    parser.add_argument("--portable", action="store_true", help="(the default without --merge) a PEFT adapter with "
+                        "the resized embedding matrices: PeftModel.from_pretrained loads it onto the original base "
+                        "after base.resize_token_embeddings(rows); rows and recipe are in its README.md")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                         help="weight dtype of the exported model (default: as trained)")
     args = parser.parse_args(argv)
-    print(export(args.checkpoint, args.output, args.merge, args.dtype, args.overwrite))
+    print(export(args.checkpoint, args.output, args.merge, args.dtype, args.overwrite, args.portable))

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import CLI
+from rec_lightning.commands.arguments import run_function
 
 
 def prepare(reviews: str, meta: str, format: Literal["amazon2014", "amazon2018", "amazon2023", "table"], category: str,
@@ -98,4 +98,4 @@ def _sid_builder(category: str, method: str, encoder: str, levels: int, codebook
 
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    CLI(prepare, args=argv, as_positional=False)
+    run_function(prepare, "prepare", argv)

@@ -9,12 +9,13 @@ data set). ``--json FILE`` also writes the rankings (atomically).
 
 from __future__ import annotations
 
-import argparse
 from typing import Sequence
 
+from rec_lightning.commands.arguments import SuggestingParser, command_parser
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rec_lightning recommend", description=__doc__.splitlines()[0])
+
+def build_parser() -> SuggestingParser:
+    parser = command_parser("recommend", __doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="final_checkpoint/ folder, export output or HF folder")
     parser.add_argument("--history", action="append", required=True,
                         help="comma-separated item ids, SIDs or titles, oldest first (repeat for more users)")

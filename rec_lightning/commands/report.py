@@ -15,12 +15,12 @@ row), ``report.md`` and ``report.csv`` (HR@3/5/10, NDCG@3/5/10 per run, the pape
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
 from typing import Sequence
 
+from rec_lightning.commands.arguments import SuggestingParser, command_parser
 from rec_lightning.reporting import (
     describe_case,
     describe_disagreement,
@@ -35,8 +35,8 @@ from rec_lightning.reporting import (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rec_lightning report", description=__doc__.splitlines()[0])
+def build_parser() -> SuggestingParser:
+    parser = command_parser("report", __doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", help="eval_results.json files; the first is the baseline")
     parser.add_argument("--names", nargs="+", default=None, help="one name per file (default: parent folder names)")
     parser.add_argument("--output", required=True, help="folder for report.json, .md, .csv and .png")

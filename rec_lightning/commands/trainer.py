@@ -11,6 +11,14 @@
   logger run), with the fix;
 * ``fit`` always has :class:`~rec_lightning.callbacks.interruption.InterruptionCheckpoint`, so
   SIGTERM saves a checkpoint and exits 143 instead of 0.
+* the loggers' hyper-parameters are the full resolved config (trainer, seed, data, model, as in
+  ``config.yaml``), not the module's and data module's ``__init__`` arguments plus LightningCLI's
+  internal ``_instantiator``;
+* the progress bar prints the learning rate in scientific notation
+  (:class:`~rec_lightning.callbacks.progress.LearningRateProgressBar`);
+* the usage line says ``python -m rec_lightning fit``, ``--help`` lists the rec_lightning modules and
+  data modules as known subclasses (so ``--model SFTModule`` works by short name), it says where the
+  optimizer lives (:data:`OPTIMIZER_NOTE`), and an unknown key gets the nearest valid one.
 """
 
 from __future__ import annotations
@@ -21,11 +29,24 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from rec_lightning.errors import ConfigurationError, CorruptFileError
 
 GPU_ACCELERATORS = ("gpu", "cuda")
+
+#: Shown in ``fit --help``: why there is no ``--optimizer`` / ``--lr_scheduler``.
+OPTIMIZER_NOTE = (
+    "Optimizer and learning-rate schedule are typed options of the module, not LightningCLI's --optimizer / "
+    "--lr_scheduler: set them with --model.optimizer.lr, --model.optimizer.schedule (cosine | linear | constant), "
+    "--model.optimizer.warmup_steps, --model.optimizer.min_lr_ratio, --model.optimizer.weight_decay. The module "
+    "builds AdamW itself because it chooses the parameter groups (no weight decay on biases and norms; under LoRA "
+    "only the adapter and SID rows) and the schedule follows the run's step or time budget; GRPOModule also steps "
+    "it manually. One typed block keeps every recipe's optimizer in one checked place (see --model.help SFTModule).")
+
+#: Imported before the parser is built, so jsonargparse lists them as known subclasses and resolves short names.
+KNOWN_CLASSES = ("rec_lightning.modules.sft", "rec_lightning.modules.grpo", "rec_lightning.modules.sasrec",
+                 "rec_lightning.data.item_sequences")
 
 
 def checkpoint_model_arguments(ckpt_path: str | Path, config_class_path: str | None) -> dict[str, Any] | None:
@@ -84,8 +105,53 @@ def check_manual_optimization(model, trainer) -> None:
                                  f"{trainer.accumulate_grad_batches}")
 
 
+def resolved_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A subcommand's resolved config as logger hyper-parameters: no ``config`` file list, no ``_instantiator``."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if k != "_instantiator"}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return clean({k: v for k, v in config.items() if k != "config"})
+
+
+class RecArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser whose errors for an unknown key end with the nearest valid key."""
+
+    def error(self, message: str, ex: Exception | None = None):  # noqa: D102 - see the class docstring
+        from rec_lightning.commands.arguments import known_options, nearest_option_hint
+
+        return super().error(message + nearest_option_hint(message, known_options(self)), ex)
+
+
 class RecLightningCLI(LightningCLI):
     """LightningCLI for rec_lightning's modules (see the module docstring for what it adds)."""
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
+        from lightning.pytorch.callbacks import ProgressBar
+
+        from rec_lightning.callbacks.progress import LearningRateProgressBar
+
+        given = list(config.get("callbacks") or []) + list(callbacks)
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
+            callbacks = [*callbacks, LearningRateProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
+
+    def log_resolved_config(self) -> None:
+        """Give every logger the resolved config as its hyper-parameters (instead of Lightning's default)."""
+        import yaml
+
+        if not self.trainer.loggers:
+            return
+        dumped = self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False)
+        hparams = resolved_config(yaml.safe_load(dumped))
+        self.model._log_hyperparams = False  # Lightning would log the __init__ arguments and _instantiator
+        if self.datamodule is not None:
+            self.datamodule._log_hyperparams = False
+        for logger in self.trainer.loggers:
+            logger.log_hyperparams(hparams)
 
     def _parse_ckpt_path(self) -> None:
         subcommand = self.config.get("subcommand")
@@ -132,12 +198,18 @@ class RecLightningCLI(LightningCLI):
 
         if not any(isinstance(c, InterruptionCheckpoint) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(InterruptionCheckpoint())
+        self.log_resolved_config()
 
 
 def run_lightning_cli(args: Sequence[str] | None) -> None:
     """Run :class:`RecLightningCLI`; ``args=None`` lets it read ``sys.argv`` itself."""
+    import importlib
+
+    from rec_lightning.commands.arguments import PROG
     from rec_lightning.data.datamodule import RecDataModule
 
+    for module in KNOWN_CLASSES:
+        importlib.import_module(module)
     RecLightningCLI(
         model_class=None,
         datamodule_class=RecDataModule,
@@ -145,4 +217,7 @@ def run_lightning_cli(args: Sequence[str] | None) -> None:
         args=None if args is None else list(args),
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        parser_class=RecArgumentParser,
+        parser_kwargs={"prog": PROG, **{name: {"description": OPTIMIZER_NOTE} for name in ("fit", "validate", "test",
+                                                                                        "predict")}},
     )

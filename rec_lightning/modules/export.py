@@ -27,6 +27,7 @@ import torch
 import rec_lightning
 from rec_lightning.data.tokenizer import load_tokenizer, save_tokenizer, verify_saved_tokenizer
 from rec_lightning.errors import CorruptFileError, OutputExistsError, RecLightningError
+from rec_lightning.modules.adapter_card import write_adapter_card
 from rec_lightning.modules.backbone import BackboneOptions, add_sid_tokens, build_backbone
 from rec_lightning.modules.lora import base_without_adapter, is_adapter_model, load_adapter, merge_adapter, save_adapter
 
@@ -86,6 +87,7 @@ def save_final_checkpoint(model, tokenizer, output_dir: str | Path, metadata: di
             if BackboneOptions(**metadata["backbone"]).from_scratch:
                 _save_plain(base_without_adapter(model), staging / BASE_DIR)
                 metadata["base_dir"] = BASE_DIR
+            write_adapter_card(staging, metadata, shown_name=str(output_dir))
         else:
             _save_plain(model, staging)
             metadata["format"] = "full"

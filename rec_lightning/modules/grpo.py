@@ -358,8 +358,12 @@ class GRPOModule(pl.LightningModule):
         self._buffer.append(rollout)
         if len(self._buffer) == self.accumulate:
             metrics.update(self._update())
-        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, on_step=True, on_epoch=False,
-                      batch_size=batch["input_ids"].shape[0], sync_dist=False)
+        shown = {"reward", "kl"}  # on the progress bar too: the two numbers a GRPO run is watched by
+        for group, prog_bar in ((shown, True), (set(metrics) - shown, False)):
+            values = {f"train/{k}": metrics[k] for k in metrics if k in group}
+            if values:
+                self.log_dict(values, on_step=True, on_epoch=False, prog_bar=prog_bar,
+                              batch_size=batch["input_ids"].shape[0], sync_dist=False)
 
     def _update(self) -> dict[str, float]:
         """``num_iterations`` optimizer steps over the buffered rollouts."""

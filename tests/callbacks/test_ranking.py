@@ -117,3 +117,36 @@ def test_bad_settings_and_modules(small_datamodule):
         RankingEvaluation(every_n_validations=0)
     with pytest.raises(TypeError, match="pl_module.model"):
         RankingEvaluation._language_model(pl.LightningModule())
+
+
+def test_predictions_table_csv_and_wandb_best_summaries(small_datamodule, tmp_path):
+    """num_logged_predictions=3 writes 3 users per ranking validation; WandbLogger gets summary="max"."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.loggers import WandbLogger
+
+    from rec_lightning.callbacks.ranking import PREDICTION_COLUMNS, define_best_summaries
+
+    torch.manual_seed(0)
+    module = SFTModule(backbone={"config": TINY}, finetune="full")
+    ranking = RankingEvaluation(num_beams=10, limit=6, seed=0, num_logged_predictions=3)
+    trainer = trainer_for(tmp_path, [ranking], max_steps=2, val_check_interval=2, limit_val_batches=1,
+                          num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=small_datamodule)
+    (path,) = (tmp_path / "logs").rglob("val_predictions/step_2.csv")
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == PREDICTION_COLUMNS and len(rows) == 3
+    catalog = small_datamodule.catalog
+    examples = {e.row: e for e in small_datamodule.generation_examples("valid")}
+    for row in rows:
+        example = examples[int(row["row"])]
+        assert row["history_titles"] == " | ".join(catalog.title_of(i) for i in example.history_item_ids)
+        assert row["target_title"] == catalog.title_of(example.target_item_id)
+        assert len(row["top5_sids"].split()) == 5 and row["hit@5"] in ("True", "False")
+
+    calls = []
+    fake = WandbLogger.__new__(WandbLogger)
+    fake._experiment = SimpleNamespace(define_metric=lambda name, summary: calls.append((name, summary)))
+    define_best_summaries(SimpleNamespace(is_global_zero=True, loggers=[fake]), ["val/hr@10", "val/ndcg@10"])
+    assert calls == [("val/hr@10", "max"), ("val/ndcg@10", "max")]

@@ -112,9 +112,12 @@ def test_training_changes_every_trainable_parameter(sft_dirs, demo_dir, tmp_path
                           rewards={"ranking": 1.0, "prefix": 0.5}, optimizer={"lr": 1e-2, "warmup_steps": 0},
                           max_grad_norm=0.0, loss={"beta": 0.01})
     before = {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
-    fit_steps(module, dm, steps, tmp_path)
+    trainer = fit_steps(module, dm, steps, tmp_path)
     unchanged = [n for n, p in module.model.named_parameters() if p.requires_grad and torch.equal(before[n], p.detach())]
     assert before and not unchanged
+    # reward and KL are what a GRPO run is watched by: on the progress bar; the rest only in the loggers
+    assert {"train/reward", "train/kl"} <= set(trainer.progress_bar_metrics)
+    assert "train/reward_std" in trainer.logged_metrics and "train/reward_std" not in trainer.progress_bar_metrics
 
 
 def test_beta_zero_never_runs_the_reference(sft_dirs, demo_dir, monkeypatch):
