@@ -32,7 +32,9 @@ def nearest_option_hint(message: str, options: Sequence[str]) -> str:
     unknown = [o for o in _OPTION.findall(message) if o not in options]
     for option in unknown:
         key = option.split("=", 1)[0]
-        close = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
+        group = key.split(".", 1)[0] + "."  # a nested key's hint stays in its group (--model.x never -> --trainer.y)
+        same_group = [o for o in options if o.startswith(group)] if "." in key else list(options)
+        close = difflib.get_close_matches(key, same_group, n=1, cutoff=0.6)
         if close:
             return f"\nDid you mean {close[0]}?"
     return ""

@@ -19,6 +19,8 @@ def test_nearest_option_hint_by_hand():
     assert nearest_option_hint("unrecognized arguments: --checkpont x", options) == "\nDid you mean --checkpoint?"
     assert nearest_option_hint("Unrecognized arguments: --trainer.max_step 3", options).endswith("--trainer.max_steps?")
     assert nearest_option_hint("unrecognized arguments: --zzz", options) == ""
+    # a nested key is only matched within its own group: no misleading --trainer.* hint for a --model.* typo
+    assert nearest_option_hint("unrecognized arguments: --model.init_args.max_step 3", options) == ""
 
 
 @pytest.mark.parametrize("command", NON_TRAINER)
