@@ -86,6 +86,13 @@ def _wants_traceback(argv: list[str]) -> bool:
     return TRACEBACK_FLAG in argv or os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0", "false", "no")
 
 
+def _is_sigterm(error: BaseException) -> bool:
+    """Lightning's ``SIGTERMException``, tested without importing Lightning (a command that never imported it
+    cannot have raised it, and importing it costs seconds on every error of a light command)."""
+    exceptions = sys.modules.get("lightning.pytorch.utilities.exceptions")
+    return exceptions is not None and isinstance(error, exceptions.SIGTERMException)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``python -m rec_lightning`` and the ``rec-lightning`` script.
 
@@ -104,9 +111,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         _dispatch(argv, from_sys_argv)
     except BaseException as err:  # noqa: BLE001 - re-raised unless it is ours
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-        if isinstance(err, SIGTERMException):
+        if _is_sigterm(err):
             raise SystemExit(err.code or SIGTERM_EXIT_CODE) from None
         if isinstance(err, SystemExit):  # argparse usage errors and commands' own messages keep their exit code
             raise

@@ -46,6 +46,8 @@ trainer:
 
 
 def cli_env(cache: Path | None = None, **extra: str) -> dict[str, str]:
+    """The subprocess environment: offline hub and wandb, ``tests/`` importable, no traceback switch, and the
+    run's one ``REC_LIGHTNING_CACHE`` (conftest's ``session_cache``, inherited) unless ``cache`` is given."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), str(TESTS), os.environ.get("PYTHONPATH")]))}
     env.pop("REC_LIGHTNING_TRACEBACK", None)
@@ -55,11 +57,17 @@ def cli_env(cache: Path | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, cwd: Path, cache: Path | None = None, timeout: int = 600,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``python -m rec_lightning ARGS`` in ``cwd``; returns the finished process (never raises on exit codes)."""
-    return subprocess.run([sys.executable, "-m", "rec_lightning", *args], cwd=cwd, env=env or cli_env(cache),
-                          capture_output=True, text=True, timeout=timeout)
+def run_cli(*args: str, cwd: Path = REPO, cache: Path | None = None, timeout: int = 600,
+            env: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """``python -m rec_lightning ARGS`` in ``cwd`` (every CLI test's one runner); returns the finished process.
+
+    ``check=True`` asserts exit code 0 (with the output in the message); otherwise exit codes are the caller's.
+    """
+    result = subprocess.run([sys.executable, "-m", "rec_lightning", *args], cwd=cwd, env=env or cli_env(cache),
+                            capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert result.returncode == 0, describe(result)
+    return result
 
 
 def write_short_run_config(folder: Path, max_steps: int = 8) -> Path:

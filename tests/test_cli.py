@@ -1,5 +1,4 @@
-import subprocess
-import sys
+from cli_helpers import run_cli
 
 from rec_lightning.cli import COMMANDS, main
 
@@ -22,7 +21,7 @@ def test_every_registered_command_module_has_main():
 
 def test_make_demo_data_and_check_data_commands(tmp_path):
     out = tmp_path / "demo"
-    run = lambda *args: subprocess.run([sys.executable, "-m", "rec_lightning", *args], capture_output=True, text=True)  # noqa: E731
+    run = lambda *args: run_cli(*args, cwd=tmp_path)  # noqa: E731
     made = run("make-demo-data", "--output", str(out), "--num_users", "50")
     assert made.returncode == 0, made.stderr
     assert "wrote demo data set Demo_Shop" in made.stdout
@@ -34,5 +33,5 @@ def test_make_demo_data_and_check_data_commands(tmp_path):
 
 
 def test_unknown_command_exits_2():
-    result = subprocess.run([sys.executable, "-m", "rec_lightning", "frobnicate"], capture_output=True, text=True)
+    result = run_cli("frobnicate")
     assert result.returncode == 2 and "unknown command 'frobnicate'" in result.stderr

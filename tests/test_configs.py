@@ -12,16 +12,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lightning.pytorch.cli import LightningCLI
-
+from rec_lightning.commands.trainer import RecLightningCLI
 from rec_lightning.data.datamodule import RecDataModule
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TRAINER_KEYS = {"trainer", "model", "data", "seed_everything", "optimizer", "lr_scheduler", "ckpt_path"}
 
 
-class _ParseOnlyCLI(LightningCLI):
-    """Parses and validates, instantiates nothing (``accelerator: gpu`` configs parse on CPU)."""
+class _ParseOnlyCLI(RecLightningCLI):
+    """Parses and validates as ``python -m rec_lightning fit`` does (loggers' unset ``save_dir`` follows
+    ``default_root_dir``), instantiates nothing (``accelerator: gpu`` configs parse on CPU)."""
+
+    def before_instantiate_classes(self) -> None:
+        pass
 
     def instantiate_classes(self) -> None:
         pass
@@ -107,3 +110,26 @@ def test_sft_variants_override_what_they_say() -> None:
         config = parsed("sft.yaml", f"sft_{size}b.yaml")
         assert config.model.init_args.backbone.model_name_or_path == f"Qwen/Qwen2.5-{size}B-Instruct"
         assert config.data.init_args.tokenizer == f"Qwen/Qwen2.5-{size}B-Instruct"
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=[p.name for p in YAMLS])
+def test_every_logger_writes_under_default_root_dir(path: Path, tmp_path: Path) -> None:
+    """``--trainer.default_root_dir RUN`` moves each shipped config's logger too: no config names a log folder of
+    its own, and a logger's unset ``save_dir`` becomes the root (CSVLogger, whose save_dir is required, included)."""
+    if not _is_trainer_config(path):
+        pytest.skip(f"{path.name} is not a LightningCLI config")
+    assert "save_dir" not in path.read_text(), f"{path.name} names a logger folder; leave it to default_root_dir"
+    root = str(tmp_path / "RUN")
+    args = [arg for config in _config_chain(path) for arg in ("--config", str(config))]
+    cli = _ParseOnlyCLI(model_class=None, datamodule_class=RecDataModule, subclass_mode_data=True, run=False,
+                        args=[*args, "--trainer.default_root_dir", root], auto_configure_optimizers=False)
+    loggers = cli.config.trainer.logger
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if hasattr(logger, "init_args") and "save_dir" in logger.init_args:
+            assert logger.init_args.save_dir == root, (path.name, logger.class_path)
+    explicit = _ParseOnlyCLI(model_class=None, datamodule_class=RecDataModule, subclass_mode_data=True, run=False,
+                             args=[*args, "--trainer.default_root_dir", root, "--trainer.logger.init_args.save_dir",
+                                   "elsewhere"], auto_configure_optimizers=False) if loggers else None
+    if explicit is not None:  # a save_dir the user gives is kept
+        given = explicit.config.trainer.logger
+        assert (given[0] if isinstance(given, list) else given).init_args.save_dir == "elsewhere"

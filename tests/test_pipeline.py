@@ -7,26 +7,21 @@ model may move it either way).
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(*args, env):
-    result = subprocess.run([sys.executable, "-m", "rec_lightning", *args], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=1800)
-    assert result.returncode == 0, f"{args[0]} failed:\n{result.stderr[-3000:]}"
-    return result.stdout
+def run(*args, env=None):
+    return run_cli(*args, cwd=REPO, timeout=1800, check=True).stdout
 
 
 @pytest.mark.slow
 def test_sft_grpo_evaluate_report(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "REC_LIGHTNING_CACHE": str(tmp_path / "cache")}
+    env = None  # cli_helpers' environment: offline, the run's one cache
     sft, grpo = tmp_path / "sft", tmp_path / "grpo"
     run("fit", "--config", "configs/quickstart.yaml", "--trainer.max_epochs", "3", "--trainer.enable_progress_bar",
         "false", "--trainer.default_root_dir", str(sft), "--trainer.logger.init_args.save_dir", str(sft), env=env)

@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(tmp_path: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "REC_LIGHTNING_CACHE": str(cache),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([sys.executable, "-m", "rec_lightning", *args], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
-    return result
+    return run_cli(*args, cwd=tmp_path, cache=cache, timeout=900, check=True)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +29,7 @@ def demo_shop(tmp_path_factory) -> Path:
     return make_demo_data(tmp_path_factory.mktemp("shop") / "data", seed=3, num_users=120)
 
 
-def test_industrial_recipes_run_unchanged_on_another_category(tmp_path, demo_shop):
-    cache = tmp_path / "cache"
+def test_industrial_recipes_run_unchanged_on_another_category(tmp_path, demo_shop, cache):
     cli(tmp_path, cache, "fit", "--config", str(REPO / "configs" / "industrial_cpu.yaml"),
         "--data.data_dir", str(demo_shop), "--trainer.max_time", "00:00:00:40", "--trainer.max_steps", "30",
         "--trainer.val_check_interval", "15")

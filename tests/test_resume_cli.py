@@ -12,20 +12,13 @@ import shlex
 import pytest
 from safetensors.torch import load_file
 
-from cli_helpers import REPO, assert_clean_error, describe, run_cli, short_fit_args, write_short_run_config
+from cli_helpers import QUICKSTART, REPO, assert_clean_error, describe, run_cli, short_fit_args, write_short_run_config
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("rec_lightning_cache")
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory, cache):
-    folder = tmp_path_factory.mktemp("baseline")
-    result = run_cli(*short_fit_args(write_short_run_config(folder)), cwd=folder, cache=cache)
-    assert result.returncode == 0, describe(result)
-    return folder
+def baseline(sft_run):
+    """The uninterrupted 8-step run (conftest's shared ``sft_run``)."""
+    return sft_run
 
 
 def final_weights(folder):
@@ -69,6 +62,23 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_its_resume_command_reproduces_
     resumed = run_cli(*args, cwd=tmp_path, cache=cache)
     assert resumed.returncode == 0, describe(resumed)
     assert_same_weights(final_weights(tmp_path), final_weights(baseline))
+
+
+def test_sigterm_then_resume_of_a_lora_run_reproduces_its_adapter(tmp_path, lora_run):
+    """configs/quickstart_lora.yaml (conftest's 4-step ``lora_run`` is the uninterrupted run): stopped at step 2,
+    resumed from ``interrupted.ckpt``, the saved adapter (LoRA matrices and trainable SID rows) is the same."""
+    config = write_short_run_config(tmp_path, max_steps=4)
+    lora_args = ["fit", "--config", str(QUICKSTART), "--config", str(REPO / "configs" / "quickstart_lora.yaml"),
+                 "--config", str(config)]
+    stopped = run_cli(*lora_args, "--trainer.callbacks+=cli_helpers.SignalAtStep", "--trainer.callbacks.step=2",
+                      "--trainer.callbacks.signal_name=SIGTERM", cwd=tmp_path)
+    assert stopped.returncode == 143, describe(stopped)
+    saved = tmp_path / "run" / "checkpoints" / "interrupted.ckpt"
+    resumed = run_cli(*lora_args, "--ckpt_path", str(saved), cwd=tmp_path)
+    assert resumed.returncode == 0, describe(resumed)
+    assert "Restored all states from the checkpoint" in resumed.stdout + resumed.stderr
+    adapter = "final_checkpoint/adapter_model.safetensors"
+    assert_same_weights(load_file(str(tmp_path / "run" / adapter)), load_file(str(lora_run / "run" / adapter)))
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])

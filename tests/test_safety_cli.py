@@ -18,17 +18,9 @@ from cli_helpers import (assert_clean_error, cli_env, describe, folder_snapshot,
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("rec_lightning_cache")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, cache):
-    """A 2-step quickstart run: ``run/final_checkpoint`` and ``run/checkpoints/last.ckpt``."""
-    folder = tmp_path_factory.mktemp("trained")
-    result = run_cli(*short_fit_args(write_short_run_config(folder, max_steps=2)), cwd=folder, cache=cache)
-    assert result.returncode == 0, describe(result)
-    return folder
+def trained(sft_run):
+    """A short quickstart run (conftest's shared ``sft_run``): ``run/final_checkpoint``, ``run/checkpoints/last.ckpt``."""
+    return sft_run
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +134,56 @@ def test_damaged_checkpoint_is_named_in_a_clear_error(tmp_path, trained, cache, 
     checkpoint = damaged_copy(tmp_path, trained, damage)
     result = run_cli(*evaluate_args(checkpoint, tmp_path / "eval"), cwd=tmp_path, cache=cache)
     assert_clean_error(result, *phrases)
-    traced = run_cli(*evaluate_args(checkpoint, tmp_path / "eval2"), "--traceback", cwd=tmp_path, cache=cache)
-    assert traced.returncode != 0 and "Traceback (most recent call last)" in traced.stderr
+
+
+def test_traceback_flag_and_environment_variable_show_the_traceback(tmp_path, trained, cache):
+    """``--traceback`` anywhere on the line, or ``REC_LIGHTNING_TRACEBACK=1``, shows where a library error came from
+    (the message of the clean error is in it too)."""
+    checkpoint = damaged_copy(tmp_path, trained, lambda c: (c / "model.safetensors").unlink())
+    traced = run_cli(*evaluate_args(checkpoint, tmp_path / "eval"), "--traceback", cwd=tmp_path, cache=cache)
+    by_env = run_cli(*evaluate_args(checkpoint, tmp_path / "eval2"), cwd=tmp_path,
+                     env=cli_env(cache, REC_LIGHTNING_TRACEBACK="1"))
+    for result in (traced, by_env):
+        assert result.returncode == 1, describe(result)
+        assert "Traceback (most recent call last)" in result.stderr and "model.safetensors: missing" in result.stderr
+        assert "run again with --traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["evaluate", "recommend"])
+def test_damaged_adapter_is_named_in_a_clear_error(tmp_path, lora_run, cache, command):
+    """A LoRA checkpoint whose ``adapter_model.safetensors`` is cut short: both loaders name the file."""
+    checkpoint = tmp_path / "final_checkpoint"
+    shutil.copytree(lora_run / "run" / "final_checkpoint", checkpoint)
+    adapter = checkpoint / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:3000])
+    if command == "evaluate":
+        result = run_cli(*evaluate_args(checkpoint, tmp_path / "eval"), cwd=tmp_path, cache=cache)
+    else:
+        result = run_cli("recommend", "--checkpoint", str(checkpoint), "--history", "1,2,3", cwd=tmp_path, cache=cache)
+    assert_clean_error(result, "adapter_model.safetensors")
+    assert "not a readable safetensors file" in result.stderr, describe(result)
+
+
+def overflow_final_norm(checkpoint):
+    """Set the final RMSNorm's weights to 3e38: every weight stays finite (the loader's check passes), the logits
+    overflow to +-inf and the log-probabilities are NaN."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(checkpoint / "model.safetensors"))
+    weights["model.norm.weight"] = torch.full_like(weights["model.norm.weight"], 3e38)
+    save_file(weights, str(checkpoint / "model.safetensors"), metadata={"format": "pt"})
+
+
+def test_evaluate_fails_clearly_when_most_rows_get_no_item(tmp_path, trained, cache):
+    """Overflowing logits give NaN scores, so decoding returns no item for any row: evaluate exits 1 with the fix
+    instead of printing metrics of 0, and still writes the files for inspection."""
+    checkpoint = damaged_copy(tmp_path, trained, overflow_final_norm)
+    result = run_cli(*evaluate_args(checkpoint, tmp_path / "eval"), cwd=tmp_path, cache=cache)
+    assert_clean_error(result, "decoding returned no item for 8 of 8 rows", "Fix: check the checkpoint")
+    assert "8 of 8 rows got no item from decoding" in result.stderr
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["empty_rows"] == 8 and metrics["hr@5"] == 0.0
 
 
 # ---------------------------------------------------------------- items 5 and 6: clear messages

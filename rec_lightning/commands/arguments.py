@@ -14,6 +14,9 @@ from typing import Any, Callable, Sequence
 from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
 
 PROG = "python -m rec_lightning"
+#: The cut-offs K of evaluate/baseline's --ks: ``rec_lightning.metrics.DEFAULT_KS`` (a test keeps them equal),
+#: written here so that parsing a command's options imports neither torch nor torchmetrics.
+DEFAULT_KS = (1, 3, 5, 10, 20, 50)
 _OPTION = re.compile(r"--[A-Za-z_][\w.\-]*")
 
 
@@ -40,8 +43,26 @@ def nearest_option_hint(message: str, options: Sequence[str]) -> str:
     return ""
 
 
+class RecHelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help with one default per option: an option whose help already says its default in
+    words (``(default: the demo data set)``) does not get a second ``(default: null)``."""
+
+    def _get_help_string(self, action: Any) -> str:
+        text = super()._get_help_string(action)
+        if "default:" in (action.help or "") and "%(default)" not in (action.help or ""):
+            text = text.replace(", default: %(default)s", "").replace(" (default: %(default)s)", "")
+        return text
+
+
 class SuggestingParser(ArgumentParser):
-    """A jsonargparse parser whose errors for an unknown key end with the nearest valid key."""
+    """A jsonargparse parser whose errors for an unknown key end with the nearest valid key, with
+    :class:`RecHelpFormatter` and no abbreviated options (``--check`` is not ``--checkpoint``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("formatter_class") in (None, DefaultHelpFormatter):
+            kwargs["formatter_class"] = RecHelpFormatter
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):  # noqa: D102 - see the class docstring
         return super().error(message + nearest_option_hint(message, known_options(self)), ex)
@@ -49,8 +70,7 @@ class SuggestingParser(ArgumentParser):
 
 def command_parser(command: str, description: str) -> SuggestingParser:
     """The parser of ``python -m rec_lightning <command>``, with ``--config`` and ``--print_config``."""
-    parser = SuggestingParser(prog=f"{PROG} {command}", description=description,
-                              formatter_class=DefaultHelpFormatter, allow_abbrev=False)
+    parser = SuggestingParser(prog=f"{PROG} {command}", description=description)
     parser.add_argument("--config", action=ActionConfigFile,
                         help="a YAML file of these options (keys as below, without --); later flags override it")
     return parser

@@ -19,11 +19,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from jsonargparse import Namespace
 
-from rec_lightning.commands.arguments import SuggestingParser, command_parser
-from rec_lightning.metrics import DEFAULT_KS
+from rec_lightning.commands.arguments import DEFAULT_KS, SuggestingParser, command_parser
 
 log = logging.getLogger(__name__)
 KINDS = ("popularity", "transition", "sasrec")
@@ -82,6 +80,8 @@ def _scorer(args: Namespace, datamodule, num_columns: int):
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(str(err)) from None
     check_sasrec_catalog(config, datamodule.catalog, args.checkpoint)
+
+    import torch
 
     def score(histories):
         ids = torch.tensor([encode_history(h, config["max_history"]) for h in histories], dtype=torch.long)

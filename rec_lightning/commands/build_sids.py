@@ -19,14 +19,16 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from rec_lightning.commands.arguments import run_function
-from rec_lightning.collisions import code_tokens, resolve_collisions, sid_statistics
 from rec_lightning.errors import DataValidationError
+
+#: ``torch.Tensor`` in annotations: torch loads inside the functions that use it, so that --help and argument
+#: errors stay fast (jsonargparse resolves this module's annotations, TYPE_CHECKING blocks included).
+Tensor = Any
 
 log = logging.getLogger(__name__)
 METHODS = ("rq-kmeans", "rq-kmeans-balanced", "rq-vae")
@@ -54,19 +56,21 @@ class RQVAEOptions:
 
 @dataclass
 class Quantised:
-    codes: torch.Tensor  # [N, L]
-    last_residual: torch.Tensor  # [N, D]
-    codebooks: list[torch.Tensor]  # L x [K, D]
+    codes: Tensor  # [N, L]
+    last_residual: Tensor  # [N, D]
+    codebooks: list[Tensor]  # L x [K, D]
     relative_error: float  # ||x - x_hat||^2 / ||x||^2 (k-means: embedding space; rq-vae: decoder output)
     extra: dict
 
 
-def load_embeddings(path: str | Path) -> torch.Tensor:
+def load_embeddings(path: str | Path) -> Tensor:
     """Read an ``[N, D]`` float ``.npy`` (row = item id) strictly.
 
     Raises:
         DataValidationError: missing file, wrong shape or dtype, NaN/Inf rows.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise DataValidationError(path, ["the embeddings file does not exist"],
@@ -85,7 +89,7 @@ def load_embeddings(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(array.astype(np.float32))
 
 
-def quantise(x: torch.Tensor, method: str, levels: int, codebook_size: int, seed: int, kmeans_iters: int,
+def quantise(x: Tensor, method: str, levels: int, codebook_size: int, seed: int, kmeans_iters: int,
              sinkhorn_epsilon: float, rqvae: RQVAEOptions, progress: bool, device: str = "cpu") -> Quantised:
     """Run one quantiser on ``x [N, D]`` and return its codes and what collision repair needs (on CPU)."""
     from rec_lightning.quantize import fit_residual_kmeans
@@ -98,9 +102,10 @@ def quantise(x: torch.Tensor, method: str, levels: int, codebook_size: int, seed
     return _train_rqvae(x, levels, codebook_size, seed, rqvae, progress)
 
 
-def _train_rqvae(x: torch.Tensor, levels: int, codebook_size: int, seed: int, options: RQVAEOptions,
+def _train_rqvae(x: Tensor, levels: int, codebook_size: int, seed: int, options: RQVAEOptions,
                  progress: bool) -> Quantised:
     import lightning.pytorch as pl
+    import torch
 
     from rec_lightning.modules.rqvae import RQVAEModule
 
@@ -153,6 +158,8 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
     Returns:
         The report written to ``sid_report.json``.
     """
+    from rec_lightning.collisions import code_tokens, resolve_collisions, sid_statistics
+
     if method not in METHODS:
         raise SystemExit(f"--method must be one of {METHODS}, got {method!r}")
     out = Path(output)

@@ -19,9 +19,8 @@ from typing import Sequence
 
 from jsonargparse import Namespace
 
-from rec_lightning.commands.arguments import SuggestingParser, command_parser
+from rec_lightning.commands.arguments import DEFAULT_KS, SuggestingParser, command_parser
 from rec_lightning.errors import EmptyResultsError, OutputExistsError
-from rec_lightning.metrics import DEFAULT_KS
 from rec_lightning.output_lock import OutputLock
 
 #: ``evaluate`` fails when more than this share of rows got no item from decoding.
@@ -62,11 +61,10 @@ def build_parser() -> SuggestingParser:
 
 def main(argv: Sequence[str]) -> None:
     """Entry point: ``python -m rec_lightning evaluate ...``."""
-    from lightning.fabric import Fabric
-
     args = build_parser().parse_args(list(argv))
     if args.num_beams < 1 or args.batch_size < 1:
         raise SystemExit("--num_beams and --batch_size must be at least 1")
+    from lightning.fabric import Fabric
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from rec_lightning.modules.export import read_metadata
 

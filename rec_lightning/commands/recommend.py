@@ -40,11 +40,11 @@ def split_history(text: str) -> list[str]:
 
 def main(argv: Sequence[str]) -> None:
     """Entry point: ``python -m rec_lightning recommend ...``."""
+    args = build_parser().parse_args(list(argv))
+    histories = [split_history(text) for text in args.history]
     from rec_lightning.modules.export import CheckpointMismatchError
     from rec_lightning.recommend import Recommender, UnknownItemError
 
-    args = build_parser().parse_args(list(argv))
-    histories = [split_history(text) for text in args.history]
     try:
         recommender = Recommender.from_checkpoint(args.checkpoint, data_dir=args.data_dir, category=args.category,
                                                   device=args.device, dtype=args.dtype)

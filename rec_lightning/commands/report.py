@@ -21,18 +21,6 @@ from pathlib import Path
 from typing import Sequence
 
 from rec_lightning.commands.arguments import SuggestingParser, command_parser
-from rec_lightning.reporting import (
-    describe_case,
-    describe_disagreement,
-    disagreeing_rows,
-    format_paired,
-    format_table,
-    load_records,
-    paired_comparison,
-    paper_table,
-    pick_cases,
-    summarize,
-)
 
 
 def build_parser() -> SuggestingParser:
@@ -65,6 +53,10 @@ def _recorded(path: str) -> dict:
 def main(argv: Sequence[str]) -> None:
     """Entry point: ``python -m rec_lightning report ...``."""
     args = build_parser().parse_args(list(argv))
+    from rec_lightning.reporting import (describe_case, describe_disagreement, disagreeing_rows, format_paired,
+                                         format_table, load_records, paired_comparison, paper_table, pick_cases,
+                                         summarize)
+
     if args.names is not None and len(args.names) != len(args.results):
         raise SystemExit(f"--names has {len(args.names)} names for {len(args.results)} result files")
     if args.cases < 0 or args.case_k < 1:

@@ -14,6 +14,8 @@
 * the loggers' hyper-parameters are the full resolved config (trainer, seed, data, model, as in
   ``config.yaml``), not the module's and data module's ``__init__`` arguments plus LightningCLI's
   internal ``_instantiator``;
+* everything a run writes follows ``trainer.default_root_dir``: a logger whose ``save_dir`` is not given
+  (the shipped configs give none) writes under it (:func:`follow_default_root_dir`);
 * the progress bar prints the learning rate in scientific notation
   (:class:`~rec_lightning.callbacks.progress.LearningRateProgressBar`);
 * the usage line says ``python -m rec_lightning fit``, ``--help`` lists the rec_lightning modules and
@@ -117,8 +119,60 @@ def resolved_config(config: dict[str, Any]) -> dict[str, Any]:
     return clean({k: v for k, v in config.items() if k != "config"})
 
 
+def follow_default_root_dir(trainer_config: Any) -> None:
+    """Set each configured logger's ``save_dir`` to ``trainer.default_root_dir`` where the config leaves it unset
+    (``None``, or the logger class's own default such as WandbLogger's ``"."``), in place."""
+    import inspect
+
+    from jsonargparse import Namespace
+
+    get = trainer_config.get if hasattr(trainer_config, "get") else (lambda key: getattr(trainer_config, key, None))
+    root = get("default_root_dir")
+    loggers = get("logger")
+    if root is None or not loggers or loggers is True:
+        return
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init_args = logger.get("init_args") if isinstance(logger, (dict, Namespace)) else None
+        if init_args is None or "save_dir" not in init_args:
+            continue
+        class_default = None
+        try:
+            from jsonargparse._util import import_object
+
+            parameter = inspect.signature(import_object(logger["class_path"])).parameters.get("save_dir")
+            class_default = None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+        except Exception:  # noqa: BLE001 - an unknown class keeps its save_dir unless it is None
+            pass
+        if init_args["save_dir"] is None or init_args["save_dir"] == class_default:
+            init_args["save_dir"] = str(root)
+
+
 class RecArgumentParser(LightningArgumentParser):
-    """LightningCLI's parser whose errors for an unknown key end with the nearest valid key."""
+    """LightningCLI's parser: usage ``python -m rec_lightning ...`` (also in the parsers jsonargparse builds for
+    ``--model.help CLASS``), no abbreviated options (``--trainer.max_step`` is an error, not ``max_steps``), one
+    default per option in ``--help``, and errors for an unknown key end with the nearest valid key."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from jsonargparse import DefaultHelpFormatter
+
+        from rec_lightning.commands.arguments import PROG, RecHelpFormatter
+
+        # a parser built while another parses (jsonargparse's ``--model.help CLASS``) shows that one's usage
+        kwargs.setdefault("prog", RecArgumentParser._parsing[-1] if RecArgumentParser._parsing else PROG)
+        kwargs["allow_abbrev"] = False
+        if kwargs.get("formatter_class") in (None, DefaultHelpFormatter):
+            kwargs["formatter_class"] = RecHelpFormatter
+        super().__init__(*args, **kwargs)
+
+    #: ``prog`` of the parsers parsing now, innermost last (``python -m rec_lightning fit`` inside ``fit``)
+    _parsing: list[str] = []
+
+    def _parse_known_args(self, *args: Any, **kwargs: Any) -> Any:  # records self.prog, see above
+        RecArgumentParser._parsing.append(self.prog.replace(" [options]", ""))
+        try:
+            return super()._parse_known_args(*args, **kwargs)
+        finally:
+            RecArgumentParser._parsing.pop()
 
     def error(self, message: str, ex: Exception | None = None):  # noqa: D102 - see the class docstring
         from rec_lightning.commands.arguments import known_options, nearest_option_hint
@@ -152,6 +206,25 @@ class RecLightningCLI(LightningCLI):
             self.datamodule._log_hyperparams = False
         for logger in self.trainer.loggers:
             logger.log_hyperparams(hparams)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """LightningCLI's parsing, with each logger's unset ``save_dir`` set to ``default_root_dir`` before the
+        config is validated (a logger whose ``save_dir`` is required, such as CSVLogger, may leave it out)."""
+        from jsonargparse import Namespace
+
+        if isinstance(args, (dict, Namespace)):
+            config = parser.parse_object(args, _skip_validation=True)
+        else:
+            config = parser.parse_args(args, _skip_validation=True)
+        subcommand = config.get("subcommand")
+        trainer = (config.get(subcommand) or {}).get("trainer") if subcommand else config.get("trainer")
+        if trainer is not None:
+            follow_default_root_dir(trainer)
+        try:
+            parser.validate(config)
+        except Exception as error:  # noqa: BLE001 - reported like any parse error (usage, message, exit 2)
+            parser.error(str(error), error)
+        self.config = config
 
     def _parse_ckpt_path(self) -> None:
         subcommand = self.config.get("subcommand")

@@ -1,13 +1,12 @@
 """``baseline`` end to end in subprocesses on the demo data: popularity, transition, SASRec (fit, then rank)."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import run_cli
 
 from rec_lightning.data.item_sequences import encode_history
 from rec_lightning.data.records import load_rec_data
@@ -20,12 +19,7 @@ RECORD_KEYS = {"input", "output", "predict", "row", "target_item_id", "target_ti
 
 
 def run(*args: str, expect_ok: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-m", "rec_lightning", *args], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=1200)
-    if expect_ok:
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return result
+    return run_cli(*args, cwd=REPO, timeout=1200, check=expect_ok)
 
 
 @pytest.fixture(scope="module")

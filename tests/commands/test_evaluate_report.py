@@ -1,13 +1,12 @@
 """``evaluate`` and ``report`` end to end in subprocesses, on a checkpoint built like the quickstart's."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import run_cli
 
 from rec_lightning.commands import evaluate as evaluate_command
 from rec_lightning.commands import report
@@ -26,12 +25,7 @@ def quickstart_checkpoint(quickstart_trained):
 
 
 def run(*args: str, expect_ok: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-m", "rec_lightning", *args], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=300)
-    if expect_ok:
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return result
+    return run_cli(*args, cwd=REPO, timeout=300, check=expect_ok)
 
 
 def evaluate(checkpoint, data_dir, output, *extra: str) -> tuple[list, dict, str]:
@@ -44,10 +38,9 @@ def evaluate(checkpoint, data_dir, output, *extra: str) -> tuple[list, dict, str
 
 
 @pytest.fixture(scope="module")
-def single_process_run(quickstart_checkpoint, tmp_path_factory):
-    checkpoint, data_dir, _ = quickstart_checkpoint
-    output = tmp_path_factory.mktemp("single")
-    return (output, *evaluate(checkpoint, data_dir, output))
+def single_process_run(quickstart_evaluated):
+    """(output, records, metrics, stdout) of one ``evaluate`` like ``evaluate()`` below (conftest, shared)."""
+    return quickstart_evaluated
 
 
 def test_evaluate_writes_results_metrics_and_a_table(quickstart_checkpoint, single_process_run):

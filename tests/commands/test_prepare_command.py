@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "raw"))
 from raw_files import cyclic_shop, write_raw  # noqa: E402
@@ -17,10 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "rec_lightning", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=900)
+    return run_cli(*args, cwd=cwd, timeout=900)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import cli_env, run_cli
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,12 +22,7 @@ def trained(quickstart_trained):
 
 
 def run(*args: str, expect_ok: bool = True, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **env}
-    result = subprocess.run([sys.executable, "-m", "rec_lightning", *args], cwd=cwd, env=environment,
-                            capture_output=True, text=True, timeout=300)
-    if expect_ok:
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return result
+    return run_cli(*args, cwd=cwd, timeout=300, env=cli_env(**env), check=expect_ok)
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +33,10 @@ def recommender(trained):
     return Recommender.from_checkpoint(checkpoint, data_dir=str(data_dir), batch_size=8)
 
 
-def test_rankings_equal_evaluate_through_the_cli(trained, recommender, tmp_path):
-    checkpoint, data_dir, examples = trained
-    run("evaluate", "--checkpoint", str(checkpoint), "--data_dir", str(data_dir), "--category", "Demo_Shop",
-        "--split", "test", "--num_beams", "10", "--batch_size", "8", "--output", str(tmp_path), "--accelerator", "cpu")
-    records = json.loads((tmp_path / "eval_results.json").read_text())
+def test_rankings_equal_evaluate_through_the_cli(trained, recommender, quickstart_evaluated):
+    """``evaluate --split test --num_beams 10 --batch_size 8`` (conftest's ``quickstart_evaluated``) vs Recommender."""
+    _, _, examples = trained
+    _, records, _, _ = quickstart_evaluated
     histories = [list(e.history_item_ids) for e in examples]
     assert [r["row"] for r in records] == [e.row for e in examples]
     results = recommender.recommend(histories, k=10, num_beams=10)

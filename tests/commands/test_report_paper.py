@@ -3,12 +3,10 @@ MRR named by its cut-off, the paper's table (Markdown + CSV) and a titled chart;
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 SIDS = [f"<a_{i}><b_{i}><c_{i}>" for i in range(12)]
@@ -33,11 +31,8 @@ def report_dir(tmp_path_factory):
         (root / name).mkdir()
         (root / name / "eval_results.json").write_text(json.dumps(records(hits)))
     (root / "a" / "metrics.json").write_text(json.dumps({"split": "test", "category": "Demo_Shop", "num_beams": 10}))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-m", "rec_lightning", "report", *(str(root / n / "eval_results.json")
-                             for n in "abc"), "--names", "A", "B", "C", "--output", str(root / "out"), "--cases", "2"],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_cli("report", *(str(root / n / "eval_results.json") for n in "abc"), "--names", "A", "B", "C",
+                     "--output", str(root / "out"), "--cases", "2", check=True)
     return root / "out", result.stdout
 
 

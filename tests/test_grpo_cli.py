@@ -1,0 +1,61 @@
+"""GRPO through ``python -m rec_lightning fit``: a SIGTERM-interrupted run resumed with ``--ckpt_path`` ends with the
+uninterrupted run's trainable weights, and Trainer options GRPO cannot honour point to the module's own.
+
+The GRPO runs start from conftest's shared ``sft_run`` (the quickstart SFT checkpoint), with
+configs/grpo_quickstart.yaml cut to 4 steps and no validation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from cli_helpers import REPO, assert_clean_error, describe, run_cli
+
+GRPO_QUICKSTART = REPO / "configs" / "grpo_quickstart.yaml"
+
+
+def grpo_args(sft_run: Path, root: Path, *extra: str) -> list[str]:
+    sft = sft_run / "run" / "final_checkpoint"
+    return ["fit", "--config", str(GRPO_QUICKSTART), "--model.init_args.sft_checkpoint", str(sft),
+            "--data.init_args.tokenizer", str(sft), "--trainer.max_steps", "4", "--trainer.limit_val_batches", "0",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.default_root_dir", str(root), *extra]
+
+
+@pytest.fixture(scope="module")
+def grpo_run(tmp_path_factory, sft_run) -> Path:
+    """The uninterrupted 4-step GRPO run: ``<folder>/run/final_checkpoint``."""
+    folder = tmp_path_factory.mktemp("grpo_run")
+    run_cli(*grpo_args(sft_run, folder / "run"), cwd=folder, check=True)
+    return folder
+
+
+def trainable_weights(run: Path) -> dict:
+    """The final checkpoint's saved weights (the merged policy for GRPO's LoRA mode)."""
+    (weights,) = (run / "final_checkpoint").glob("*.safetensors")
+    return load_file(str(weights))
+
+
+def test_sigterm_then_resume_reproduces_the_uninterrupted_grpo_run(tmp_path, sft_run, grpo_run):
+    stopped = run_cli(*grpo_args(sft_run, tmp_path / "run", "--trainer.callbacks+=cli_helpers.SignalAtStep",
+                                 "--trainer.callbacks.step=2", "--trainer.callbacks.signal_name=SIGTERM"), cwd=tmp_path)
+    assert stopped.returncode == 143, describe(stopped)
+    (saved,) = (tmp_path / "run").rglob("interrupted.ckpt")
+    assert not (tmp_path / "run" / "final_checkpoint").exists()
+    resumed = run_cli(*grpo_args(sft_run, tmp_path / "run", "--ckpt_path", str(saved)), cwd=tmp_path)
+    assert resumed.returncode == 0, describe(resumed)
+    assert "Restored all states from the checkpoint" in resumed.stdout + resumed.stderr
+    expected, got = trainable_weights(grpo_run / "run"), trainable_weights(tmp_path / "run")
+    assert expected.keys() == got.keys()
+    different = [name for name in expected if not (expected[name] == got[name]).all()]
+    assert not different, f"{len(different)} tensors differ after resume, e.g. {different[:3]}"
+
+
+def test_grpo_gradient_clip_val_points_to_the_modules_option(tmp_path, sft_run):
+    result = run_cli(*grpo_args(sft_run, tmp_path / "run", "--trainer.gradient_clip_val", "0.5"), cwd=tmp_path)
+    assert_clean_error(result, "GRPOModule steps its optimizer itself, so --trainer.gradient_clip_val 0.5",
+                       "set --model.max_grad_norm 0.5")
+    assert not (tmp_path / "run" / "final_checkpoint").exists()
