@@ -5,7 +5,7 @@ Usage: python benchmarks/decoding.py [--data_dir ../shared/data/Amazon] [--num_p
 Real Industrial test prompts (the canonical next-item prompt, tokenized with the byte-level BPE the
 library trains on the data) and one fixed tiny model: an untrained Qwen2 (seed 0, hidden 64, 2
 layers, init std 0.2 so next-token distributions are peaked as in a trained model). Measures:
-  ours       rec_lightning.decoding.constrained_beam_search, --batch_size prompts per call
+  ours       rec_lightning.generation.decoding.constrained_beam_search, --batch_size prompts per call
   bare       the same batches: prefill + one step per SID level at beam width with the same KV-cache
              handling (copy to beams, reorder, grow) and raw logits, nothing else: the floor
              (target: ours <= 1.2x)
@@ -46,11 +46,11 @@ def tiny_model(vocab_size: int, eos_token_id: int, pad_token_id: int):
 def bare_forward(model, batch: dict, num_beams: int, num_steps: int, sid_token_ids: torch.Tensor) -> None:
     """Prefill, copy the cache to the beams, then ``num_steps`` single-token steps with a beam reorder each.
 
-    The same cache handling as the beam search (:class:`rec_lightning.decoding.CachedLM`), raw logits,
+    The same cache handling as the beam search (:class:`rec_lightning.generation.decoding.CachedLM`), raw logits,
     random tokens and beam parents (drawn up front, moved to the device once): the model's own cost at
     beam width, and nothing else.
     """
-    from rec_lightning.decoding import CachedLM
+    from rec_lightning.generation.decoding import CachedLM
 
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     batch_size, device, rows = input_ids.shape[0], input_ids.device, input_ids.shape[0] * num_beams
@@ -105,9 +105,9 @@ def main() -> None:
         return
 
     from rec_lightning.data.datamodule import RecDataModule
-    from rec_lightning.decoding import DecodingOutput, constrained_beam_search
-    from rec_lightning.decoding_reference import compare_rankings, reference_beam_search
-    from rec_lightning.trie import SIDTrie
+    from rec_lightning.generation.decoding import DecodingOutput, constrained_beam_search
+    from rec_lightning.generation.decoding_reference import compare_rankings, reference_beam_search
+    from rec_lightning.generation.trie import SIDTrie
 
     with tempfile.TemporaryDirectory() as cache_dir:
         dm = RecDataModule(data_dir=args.data_dir, category=args.category, cache_dir=cache_dir)

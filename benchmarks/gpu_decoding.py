@@ -48,7 +48,7 @@ def catalog_sequences(data_dir: Path) -> tuple[list[list[int]], str]:
     """SID token-id sequences: the real index if present, else random 3-level SIDs (3,686 items)."""
     sid_base = QWEN_TOKENIZER_SIZE
     if (data_dir / "index").is_dir():
-        from rec_lightning.sid import ItemCatalog
+        from rec_lightning.sids.codec import ItemCatalog
 
         catalog = ItemCatalog.from_data_dir(data_dir, "Industrial_and_Scientific")
         token_id = {token: sid_base + i for i, token in enumerate(catalog.sid_tokens)}
@@ -117,9 +117,9 @@ def main() -> None:
     import transformers
     from decoding import bare_forward  # benchmarks/decoding.py, beside this file
 
-    from rec_lightning.decoding import constrained_beam_search
-    from rec_lightning.decoding_reference import compare_rankings, reference_beam_search
-    from rec_lightning.trie import SIDTrie
+    from rec_lightning.generation.decoding import constrained_beam_search
+    from rec_lightning.generation.decoding_reference import compare_rankings, reference_beam_search
+    from rec_lightning.generation.trie import SIDTrie
 
     vocab_size = (QWEN_TOKENIZER_SIZE + NUM_SID_TOKENS + 63) // 64 * 64
     model = qwen_1_5b_shape(vocab_size, device, tiny=args.smoke)

@@ -30,7 +30,7 @@ METHODS = ("rq-kmeans", "rq-kmeans-balanced", "rq-vae")
 
 
 def shipped_codes(data_dir: Path, category: str) -> list[tuple[int, ...]]:
-    from rec_lightning.sid import parse_sid_token, read_index_json
+    from rec_lightning.sids.codec import parse_sid_token, read_index_json
 
     index = read_index_json(data_dir / "index" / f"{category}.index.json")
     return [tuple(parse_sid_token(t)[1] for t in index[i]) for i in range(len(index))]
@@ -85,10 +85,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from rec_lightning.collisions import sid_statistics
+    from rec_lightning.sids.collisions import sid_statistics
     from rec_lightning.commands.build_sids import RQVAEOptions, build_sids
     from rec_lightning.commands.embed_items import embed_items
-    from rec_lightning.layout import find_split_csv
+    from rec_lightning.files.layout import find_split_csv
 
     data_dir, work = Path(args.data_dir), Path(args.work_dir)
     if not (data_dir / "index" / f"{args.category}.index.json").is_file():

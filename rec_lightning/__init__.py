@@ -1,7 +1,8 @@
 """rec_lightning: LLM-based generative recommendation with semantic IDs, on PyTorch Lightning.
 
-Core modules (``sid``, ``prompts``, ``trie``, ``decoding``, ``rewards``, ``losses``, ``metrics``)
-are plain torch/Python; ``data``, ``modules`` and ``callbacks`` build on them in that order.
+The core (``sids``, ``generation``, ``evaluation``, ``rl``, ``files``, ``errors``, ``prompts``) is plain
+torch/Python; ``data``, ``modules`` and ``callbacks`` build on it in that order, and ``commands``/``cli``/``recommend``
+are the entry points.
 
 The names a notebook needs are importable from here (``from rec_lightning import Recommender``);
 they load on first use, so ``import rec_lightning`` stays cheap (no torch, no Lightning).
@@ -27,9 +28,9 @@ _EXPORTS = {
     "OptimizerOptions": "rec_lightning.modules.optim",
     "FinalCheckpoint": "rec_lightning.callbacks.export",
     "load_for_inference": "rec_lightning.modules.export",
-    "ItemCatalog": "rec_lightning.sid",
-    "SIDTrie": "rec_lightning.trie",
-    "constrained_beam_search": "rec_lightning.decoding",
+    "ItemCatalog": "rec_lightning.sids.codec",
+    "SIDTrie": "rec_lightning.generation.trie",
+    "constrained_beam_search": "rec_lightning.generation.decoding",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -26,7 +26,7 @@ import torch
 
 from rec_lightning.errors import ConfigurationError
 from rec_lightning.prompts import NEXT_ITEM, get_template, join_titles
-from rec_lightning.sid import ItemCatalog, SIDFormatError, parse_sid
+from rec_lightning.sids.codec import ItemCatalog, SIDFormatError, parse_sid
 
 HistoryItem = Union[int, str]
 
@@ -76,7 +76,7 @@ class Recommender:
                  category_name: str = "items", max_length: int = 512, batch_size: int = 16,
                  renormalize: bool = False) -> None:
         from rec_lightning.data.tasks import NEXT_ITEM_TASKS
-        from rec_lightning.trie import SIDTrie
+        from rec_lightning.generation.trie import SIDTrie
 
         if next_item_task not in NEXT_ITEM_TASKS:
             raise ConfigurationError(f"next_item_task must be one of {list(NEXT_ITEM_TASKS)}, got {next_item_task!r}")
@@ -119,7 +119,7 @@ class Recommender:
 
         metadata = read_metadata(checkpoint) or {}
         if category is None and data_dir is not None:
-            from rec_lightning.layout import available_categories
+            from rec_lightning.files.layout import available_categories
 
             recorded = metadata.get("category")
             category = recorded if recorded in available_categories(data_dir) else None
@@ -214,7 +214,7 @@ class Recommender:
         from rec_lightning.data.collate import Collator
         from rec_lightning.data.dataset import RecDataset
         from rec_lightning.data.tasks import Example
-        from rec_lightning.decoding import constrained_beam_search
+        from rec_lightning.generation.decoding import constrained_beam_search
 
         if isinstance(histories, (str, bytes)) or not isinstance(histories, Sequence):
             raise ConfigurationError("histories must be a list of histories, e.g. [[12, 7, 301]] for one user")

@@ -9,7 +9,7 @@ from torch import nn
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from rec_lightning.decoding_reference import compare_rankings
+from rec_lightning.generation.decoding_reference import compare_rankings
 
 EOS = 1
 PAD = 1

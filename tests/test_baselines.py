@@ -13,8 +13,8 @@ import torch
 
 from rec_lightning.modules.baselines import PopularityModel, TransitionModel
 from rec_lightning.data.records import SequenceRecord
-from rec_lightning.item_ranking import RankingResults, SIDRanker
-from rec_lightning.sid import ItemCatalog
+from rec_lightning.evaluation.item_ranking import RankingResults, SIDRanker
+from rec_lightning.sids.codec import ItemCatalog
 
 SIDS = {0: "<a_0><b_0><c_0>", 1: "<a_1><b_1><c_1>", 2: "<a_2><b_2><c_2>", 3: "<a_3><b_3><c_3>", 4: "<a_1><b_1><c_1>"}
 

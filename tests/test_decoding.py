@@ -7,9 +7,9 @@ import torch
 from ranking_fixtures import (EOS, assert_same_ranking, bigram_model, left_padded_prompts, random_sid_sequences,
                               tiny_qwen)
 
-from rec_lightning.decoding import constrained_beam_search, constrained_sample
-from rec_lightning.decoding_reference import reference_beam_search
-from rec_lightning.trie import SIDTrie
+from rec_lightning.generation.decoding import constrained_beam_search, constrained_sample
+from rec_lightning.generation.decoding_reference import reference_beam_search
+from rec_lightning.generation.trie import SIDTrie
 
 # ------------------------------------------------------------------------------------ hand-worked
 # Bigram model over 8 tokens; the prompt ends in token 0. Next-token probabilities:
@@ -175,7 +175,7 @@ def test_bad_inputs(model):
 
 
 def test_reorder_moves_only_generated_positions_and_matches_a_full_reorder(model):
-    from rec_lightning.decoding import CachedLM
+    from rec_lightning.generation.decoding import CachedLM
 
     input_ids, attention_mask = left_padded_prompts(2, seed=9, min_length=3, max_length=6)
     caches = []

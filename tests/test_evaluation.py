@@ -6,9 +6,9 @@ import pytest
 import torch
 from ranking_fixtures import EOS, bigram_model
 
-from rec_lightning.decoding import DecodingOutput
-from rec_lightning.evaluation import RankingEvaluator, invalid_predictions, write_results
-from rec_lightning.sid import ItemCatalog
+from rec_lightning.generation.decoding import DecodingOutput
+from rec_lightning.evaluation.ranking import RankingEvaluator, invalid_predictions, write_results
+from rec_lightning.sids.codec import ItemCatalog
 
 # token ids: <a_0> = 2, <a_1> = 3, <b_0> = 4, <b_1> = 5, so the bigram's items are
 # A = <a_0><b_0> (P = 0.075), B = <a_0><b_1> (0.06), C = <a_1><b_0> (0.1125); item 3 shares A's SID

@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from rec_lightning.logprobs import completion_logprobs
+from rec_lightning.generation.logprobs import completion_logprobs
 
 
 def tiny_model(seed=0):

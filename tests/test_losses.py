@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from rec_lightning.losses import group_advantages, kl_k3, policy_loss
+from rec_lightning.rl.losses import group_advantages, kl_k3, policy_loss
 
 
 def test_group_advantages_hand_worked():

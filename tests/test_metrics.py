@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rec_lightning.metrics import RankingMetrics, metric_ks, target_ranks
+from rec_lightning.evaluation.metrics import RankingMetrics, metric_ks, target_ranks
 
 KS = (1, 3, 5, 10)
 # five rows: target at rank 0, rank 2, missing, rank 9, rank 4

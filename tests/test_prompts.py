@@ -1,7 +1,7 @@
 from rec_lightning.data.records import SequenceRecord
 from rec_lightning.data.tasks import TASKS, build_examples, next_item_example
 from rec_lightning.prompts import PREAMBLE, category_display_name
-from rec_lightning.sid import ItemCatalog
+from rec_lightning.sids.codec import ItemCatalog
 
 import pytest
 

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from rec_lightning.collisions import (code_tokens, collision_groups, collision_rate, level_statistics,
+from rec_lightning.sids.collisions import (code_tokens, collision_groups, collision_rate, level_statistics,
                                       resolve_collisions, resolve_extra_level, resolve_reassign, sid_statistics)
-from rec_lightning.quantize import (ResidualVectorQuantizer, balanced_capacities, capacity_round, fit_residual_kmeans,
+from rec_lightning.sids.quantize import (ResidualVectorQuantizer, balanced_capacities, capacity_round, fit_residual_kmeans,
                                     kmeans, sinkhorn_log_plan, squared_distances)
-from rec_lightning.sid import ItemCatalog, parse_sid
+from rec_lightning.sids.codec import ItemCatalog, parse_sid
 
 
 def blobs(num_points: int = 300, dim: int = 8, num_centers: int = 12, seed: int = 0) -> torch.Tensor:

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from rec_lightning.rewards import (SemanticReward, combine_rewards, prefix_reward, rank_penalties, ranking_only_reward,
+from rec_lightning.rl.rewards import (SemanticReward, combine_rewards, prefix_reward, rank_penalties, ranking_only_reward,
                                    ranking_reward, rule_reward)
-from rec_lightning.sid import ItemCatalog
+from rec_lightning.sids.codec import ItemCatalog
 
 T = "<a_1><b_2><c_3>"
 X, Y, Z, W = "<a_1><b_2><c_9>", "<a_1><b_5><c_3>", "<a_4><b_2><c_3>", "<a_7><b_7><c_7>"

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from rec_lightning.errors import DataValidationError
-from rec_lightning.sid import ItemCatalog, SIDFormatError, parse_sid, parse_sid_token, read_index_json
+from rec_lightning.sids.codec import ItemCatalog, SIDFormatError, parse_sid, parse_sid_token, read_index_json
 
 
 def test_parse_sid_splits_levels_in_order():

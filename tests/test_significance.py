@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from rec_lightning.significance import compare_ranks, paired_bootstrap, per_row_values
+from rec_lightning.evaluation.significance import compare_ranks, paired_bootstrap, per_row_values
 
 
 def test_per_row_values_from_ranks():

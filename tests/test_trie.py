@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from rec_lightning.sid import ItemCatalog
-from rec_lightning.trie import SIDTrie
+from rec_lightning.sids.codec import ItemCatalog
+from rec_lightning.generation.trie import SIDTrie
 
 EOS = 1
 # three items, 2 and 3 levels: a shared first token, a shared second token under different parents

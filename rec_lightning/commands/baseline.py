@@ -93,8 +93,8 @@ def _scorer(args: Namespace, datamodule, num_columns: int):
 def run_baseline(args: Namespace) -> dict:
     """Fit or load the baseline, rank every row of the split, write and print the results."""
     from rec_lightning.data.item_sequences import ItemSequenceDataModule
-    from rec_lightning.evaluation import write_results
-    from rec_lightning.item_ranking import RankingResults, SIDRanker
+    from rec_lightning.evaluation.ranking import write_results
+    from rec_lightning.evaluation.item_ranking import RankingResults, SIDRanker
 
     datamodule = ItemSequenceDataModule(data_dir=args.data_dir, category=args.category)
     catalog = datamodule.catalog
@@ -125,7 +125,7 @@ def run_baseline(args: Namespace) -> dict:
 
 
 def _print_table(records: list, metrics: dict, results_path: Path, metrics_path: Path) -> None:
-    from rec_lightning.reporting import RunSummary, format_table
+    from rec_lightning.evaluation.reporting import RunSummary, format_table
 
     numbers = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
     print(format_table([RunSummary(name=f"{metrics['model']} {metrics['split']}", records=records, ranks=[],

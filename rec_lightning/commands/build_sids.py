@@ -92,7 +92,7 @@ def load_embeddings(path: str | Path) -> Tensor:
 def quantise(x: Tensor, method: str, levels: int, codebook_size: int, seed: int, kmeans_iters: int,
              sinkhorn_epsilon: float, rqvae: RQVAEOptions, progress: bool, device: str = "cpu") -> Quantised:
     """Run one quantiser on ``x [N, D]`` and return its codes and what collision repair needs (on CPU)."""
-    from rec_lightning.quantize import fit_residual_kmeans
+    from rec_lightning.sids.quantize import fit_residual_kmeans
 
     if method in ("rq-kmeans", "rq-kmeans-balanced"):
         fitted = fit_residual_kmeans(x.to(device), levels, codebook_size, seed, balanced=method == "rq-kmeans-balanced",
@@ -158,7 +158,7 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
     Returns:
         The report written to ``sid_report.json``.
     """
-    from rec_lightning.collisions import code_tokens, resolve_collisions, sid_statistics
+    from rec_lightning.sids.collisions import code_tokens, resolve_collisions, sid_statistics
 
     if method not in METHODS:
         raise SystemExit(f"--method must be one of {METHODS}, got {method!r}")
@@ -215,8 +215,8 @@ def _read_source(data_dir: str | None, category: str, num_items: int) -> tuple[d
     """Titles ``{item_id: title}`` and the source file paths (item.json, info, splits) if ``data_dir``."""
     if data_dir is None:
         return {}, {}
-    from rec_lightning.layout import SPLITS, find_category_files, find_split_csv
-    from rec_lightning.sid import read_item_json
+    from rec_lightning.files.layout import SPLITS, find_category_files, find_split_csv
+    from rec_lightning.sids.codec import read_item_json
 
     root = Path(data_dir)
     if not root.is_dir():

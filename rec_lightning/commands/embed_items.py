@@ -62,7 +62,7 @@ def embed_items(data_dir: str, category: str, output: str, encoder: str = "minil
     Returns:
         The path written.
     """
-    from rec_lightning.embeddings import encode_texts, read_item_texts
+    from rec_lightning.sids.embeddings import encode_texts, read_item_texts
     from rec_lightning.errors import DataValidationError
 
     if dtype not in ("float32", "bfloat16", "float16"):

@@ -21,7 +21,7 @@ from jsonargparse import Namespace
 
 from rec_lightning.commands.arguments import DEFAULT_KS, SuggestingParser, command_parser
 from rec_lightning.errors import EmptyResultsError, OutputExistsError
-from rec_lightning.output_lock import OutputLock
+from rec_lightning.files.output_lock import OutputLock
 
 #: ``evaluate`` fails when more than this share of rows got no item from decoding.
 EMPTY_ROWS_LIMIT = 0.5
@@ -89,7 +89,7 @@ def check_output(output: str, overwrite: bool) -> None:
     Raises:
         OutputExistsError: ``eval_results.json`` or ``metrics.json`` is there and ``overwrite`` is off.
     """
-    from rec_lightning.evaluation import METRICS_FILE, RESULTS_FILE
+    from rec_lightning.evaluation.ranking import METRICS_FILE, RESULTS_FILE
 
     found = [name for name in (RESULTS_FILE, METRICS_FILE) if (Path(output) / name).exists()]
     if found and not overwrite:
@@ -117,7 +117,7 @@ def check_empty_rows(records: list, metrics: dict, limit: float = EMPTY_ROWS_LIM
 def evaluate(fabric, args: Namespace) -> dict:
     """Decode this process's share of the split, then (on rank 0) write and print the results."""
     from rec_lightning.data.datamodule import RecDataModule
-    from rec_lightning.evaluation import RankingEvaluator, write_results
+    from rec_lightning.evaluation.ranking import RankingEvaluator, write_results
     from rec_lightning.modules.export import load_for_inference, read_metadata
     from rec_lightning.prompts import NEXT_ITEM
 
@@ -165,7 +165,7 @@ def evaluate(fabric, args: Namespace) -> dict:
 
 
 def _print_table(records: list, metrics: dict, results_path: Path, metrics_path: Path) -> None:
-    from rec_lightning.reporting import RunSummary, format_table
+    from rec_lightning.evaluation.reporting import RunSummary, format_table
 
     numbers = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
     summary = RunSummary(name=metrics["split"], records=records, ranks=[], metrics=numbers)

@@ -53,7 +53,7 @@ def _recorded(path: str) -> dict:
 def main(argv: Sequence[str]) -> None:
     """Entry point: ``python -m rec_lightning report ...``."""
     args = build_parser().parse_args(list(argv))
-    from rec_lightning.reporting import (describe_case, describe_disagreement, disagreeing_rows, format_paired,
+    from rec_lightning.evaluation.reporting import (describe_case, describe_disagreement, disagreeing_rows, format_paired,
                                          format_table, load_records, paired_comparison, paper_table, pick_cases,
                                          summarize)
 
@@ -64,8 +64,8 @@ def main(argv: Sequence[str]) -> None:
     names = args.names or _default_names(args.results)
     catalog = None
     if args.data_dir is not None:
-        from rec_lightning.layout import available_categories
-        from rec_lightning.sid import ItemCatalog
+        from rec_lightning.files.layout import available_categories
+        from rec_lightning.sids.codec import ItemCatalog
 
         categories = [args.category] if args.category else available_categories(args.data_dir)
         if len(categories) != 1:
@@ -114,8 +114,8 @@ def main(argv: Sequence[str]) -> None:
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    from rec_lightning.evaluation import write_json_atomic, write_text_atomic
-    from rec_lightning.report_chart import chart_title, plot_report
+    from rec_lightning.evaluation.ranking import write_json_atomic, write_text_atomic
+    from rec_lightning.evaluation.report_chart import chart_title, plot_report
 
     recorded = _recorded(args.results[0])
     dataset = args.dataset or recorded.get("category") or (args.category if catalog is not None else None)

@@ -34,9 +34,9 @@ from rec_lightning.data.tasks import (
 from rec_lightning.data.tokenizer import add_sid_tokens, cached_data_tokenizer, load_tokenizer
 from rec_lightning.data.windows import maximal_windows
 from rec_lightning.errors import ConfigurationError, DataValidationError
-from rec_lightning.layout import available_categories
+from rec_lightning.files.layout import available_categories
 from rec_lightning.prompts import NEXT_ITEM, category_display_name, get_template
-from rec_lightning.sid import ItemCatalog
+from rec_lightning.sids.codec import ItemCatalog
 
 log = logging.getLogger(__name__)
 _STAGE_SPLITS = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",), "predict": ("test",)}

@@ -20,7 +20,7 @@ import torch
 
 from rec_lightning.data.tasks import Example, drop_oldest_history
 from rec_lightning.errors import ConfigurationError
-from rec_lightning.sid import SID_TOKEN_SPLIT
+from rec_lightning.sids.codec import SID_TOKEN_SPLIT
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 from rec_lightning.errors import DataValidationError, read_text_file
-from rec_lightning.layout import SPLITS, find_category_files, find_split_csv
-from rec_lightning.sid import ItemCatalog, SIDFormatError, parse_sid
+from rec_lightning.files.layout import SPLITS, find_category_files, find_split_csv
+from rec_lightning.sids.codec import ItemCatalog, SIDFormatError, parse_sid
 
 COLUMNS = (
     "user_id",

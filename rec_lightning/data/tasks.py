@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from rec_lightning.data.records import SequenceRecord
 from rec_lightning.errors import ConfigurationError
 from rec_lightning.prompts import NEXT_ITEM, get_template, join_titles
-from rec_lightning.sid import ItemCatalog
+from rec_lightning.sids.codec import ItemCatalog
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 
 from rec_lightning.errors import ConfigurationError, RecLightningError
 from rec_lightning.prompts import TEMPLATES
-from rec_lightning.sid import ItemCatalog
+from rec_lightning.sids.codec import ItemCatalog
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"

@@ -15,7 +15,7 @@ adjacent pair once per user instead (``per_user``, the default): it is the numbe
 that transition. ``per_window`` (each adjacent pair once per row) is kept for comparison.
 
 Plain torch, no Lightning. Scores are ``[B, V]`` with column j = item id j (see
-:class:`rec_lightning.item_ranking.SIDRanker`).
+:class:`rec_lightning.evaluation.item_ranking.SIDRanker`).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class TransitionModel:
         """``[B, V]`` scores whose descending order (ties by item index) is :meth:`order`.
 
         Equal to ``V - position`` of each item in :meth:`order`: a rank score, usable by
-        :class:`~rec_lightning.item_ranking.SIDRanker` with no floating-point tie issues.
+        :class:`~rec_lightning.evaluation.item_ranking.SIDRanker` with no floating-point tie issues.
         """
         order = self.order(histories)
         ranks = torch.empty_like(order)

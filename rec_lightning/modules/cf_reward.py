@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 
 from rec_lightning.modules.sasrec import check_sasrec_catalog, load_sasrec
-from rec_lightning.sid import ItemCatalog
+from rec_lightning.sids.codec import ItemCatalog
 
 
 class CollaborativeReward:

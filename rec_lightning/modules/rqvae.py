@@ -1,7 +1,7 @@
 """RQ-VAE as a small LightningModule: MLP encoder -> residual VQ -> mirror MLP decoder (MiniOneRec's default).
 
 Loss = ``mse(decoder(z_q), x) + vq_loss_coef * vq_loss`` with the VQ loss of
-:class:`~rec_lightning.quantize.ResidualVectorQuantizer` (codebook + 0.25 commitment, straight-through).
+:class:`~rec_lightning.sids.quantize.ResidualVectorQuantizer` (codebook + 0.25 commitment, straight-through).
 Codebooks are initialised by residual k-means on the encoder outputs of the first training batch
 (use the full batch, as the original does with N ~ 3.6k). Xavier-normal weights, zero biases.
 """
@@ -14,8 +14,8 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from rec_lightning.collisions import collision_rate
-from rec_lightning.quantize import ResidualVectorQuantizer
+from rec_lightning.sids.collisions import collision_rate
+from rec_lightning.sids.quantize import ResidualVectorQuantizer
 
 
 def mlp(dims: list[int]) -> nn.Sequential:

@@ -9,7 +9,7 @@ reproductions, which it beats the paper's sampled binary loss with) instead of o
 
 Inputs are left-padded item tokens (item id + 1; 0 = padding, see
 :mod:`rec_lightning.data.item_sequences`). Validation ranks every item for each row's history
-(:class:`~rec_lightning.item_ranking.SIDRanker`, hits by SID as in ``evaluate``) and logs
+(:class:`~rec_lightning.evaluation.item_ranking.SIDRanker`, hits by SID as in ``evaluate``) and logs
 ``val/hr@K``, ``val/ndcg@K`` and ``val/mrr``, so ``ModelCheckpoint(monitor="val/ndcg@10")`` selects the
 checkpoint. ``final_checkpoint/`` holds ``model.safetensors`` and ``sasrec.json`` (architecture + the
 catalog checksum); :func:`load_sasrec` reads it back without unpickling.
@@ -31,9 +31,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rec_lightning.errors import ConfigurationError, CorruptFileError
-from rec_lightning.item_ranking import SIDRanker
-from rec_lightning.metrics import RankingMetrics, target_ranks
-from rec_lightning.sid import ItemCatalog
+from rec_lightning.evaluation.item_ranking import SIDRanker
+from rec_lightning.evaluation.metrics import RankingMetrics, target_ranks
+from rec_lightning.sids.codec import ItemCatalog
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "sasrec.json"

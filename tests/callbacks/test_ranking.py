@@ -12,8 +12,8 @@ from lightning.pytorch.loggers import CSVLogger
 from rec_lightning.callbacks import RankingEvaluation
 from rec_lightning.data.datamodule import RecDataModule
 from rec_lightning.data.demo import make_demo_data
-from rec_lightning.evaluation import RankingEvaluator
-from rec_lightning.metrics import RankingMetrics
+from rec_lightning.evaluation.ranking import RankingEvaluator
+from rec_lightning.evaluation.metrics import RankingMetrics
 from rec_lightning.modules.sft import SFTModule
 
 TINY = {"model_type": "qwen2", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,

@@ -13,7 +13,7 @@ from rec_lightning.data.records import load_rec_data
 from rec_lightning.modules.sasrec import load_sasrec
 
 REPO = Path(__file__).resolve().parents[2]
-# the keys of evaluate's eval_results.json records (rec_lightning.evaluation.RankingEvaluator.records)
+# the keys of evaluate's eval_results.json records (rec_lightning.evaluation.ranking.RankingEvaluator.records)
 RECORD_KEYS = {"input", "output", "predict", "row", "target_item_id", "target_title", "target_sid_items",
                "predict_item_ids", "predict_titles", "scores"}
 

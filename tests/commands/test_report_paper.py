@@ -88,7 +88,7 @@ def test_mrr_is_named_by_its_cutoff_and_the_paper_table(report_dir):
 
 
 def test_chart_title_leaves_out_unknown_parts():
-    from rec_lightning.report_chart import chart_title
+    from rec_lightning.evaluation.report_chart import chart_title
 
     assert chart_title(None, None, 5, 20) == "5 rows, beam width 20"
     assert chart_title("Industrial_and_Scientific", "valid", 4532, 50) == \

@@ -15,8 +15,8 @@ import torch
 from rec_lightning.cli import main as cli_main
 from rec_lightning.commands.build_sids import build_sids
 from rec_lightning.commands.embed_items import embed_items
-from rec_lightning.embeddings import PLACEHOLDER_TEXT, clean_text, encode_texts, item_text, read_item_texts
-from rec_lightning.sid import ItemCatalog
+from rec_lightning.sids.embeddings import PLACEHOLDER_TEXT, clean_text, encode_texts, item_text, read_item_texts
+from rec_lightning.sids.codec import ItemCatalog
 
 REAL_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "Amazon"
 CATEGORY = "Tiny_Shop"

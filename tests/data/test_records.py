@@ -6,7 +6,7 @@ import pytest
 from conftest import REAL_CATEGORY, REAL_DATA, requires_real_data
 from rec_lightning.data.records import COLUMNS, load_rec_data, read_split
 from rec_lightning.errors import DataValidationError
-from rec_lightning.sid import ItemCatalog
+from rec_lightning.sids.codec import ItemCatalog
 
 INDEX = {"0": ["<a_1>", "<b_2>", "<c_3>"], "1": ["<a_1>", "<b_2>", "<c_4>"], "2": ["<a_5>", "<b_0>", "<c_0>"]}
 TITLES = {0: "Glue", 1: "Tape", 2: "Drill"}

@@ -11,7 +11,7 @@ from rec_lightning.errors import ConfigurationError
 from rec_lightning.modules.cf_reward import CollaborativeReward
 from rec_lightning.modules.grpo import GRPOModule
 from rec_lightning.modules.sasrec import SASRec, save_sasrec
-from rec_lightning.sid import ItemCatalog
+from rec_lightning.sids.codec import ItemCatalog
 
 A, B, C = "<a_1><b_2><c_3>", "<a_4><b_2><c_3>", "<a_5><b_0><c_0>"
 # items 1 and 3 share SID B

@@ -19,7 +19,7 @@ from rec_lightning.modules.export import (
     save_final_checkpoint,
 )
 from rec_lightning.modules.lora import LoraOptions, apply_finetuning
-from rec_lightning.sid import ItemCatalog
+from rec_lightning.sids.codec import ItemCatalog
 
 
 def trained_checkpoint(folder, mode: str = "lora", tied: bool = False):

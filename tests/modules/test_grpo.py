@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rec_lightning.data.datamodule import RecDataModule
-from rec_lightning.logprobs import completion_logprobs
+from rec_lightning.generation.logprobs import completion_logprobs
 from rec_lightning.modules.export import load_for_inference
 from rec_lightning.modules.grpo import GroupOptions, GRPOLossOptions, GRPOModule
 from rec_lightning.modules.sft import SFTModule

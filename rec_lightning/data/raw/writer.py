@@ -24,7 +24,7 @@ from rec_lightning.data.raw.metadata import ItemMeta
 from rec_lightning.data.raw.sequences import Sequences, Windows
 from rec_lightning.data.records import COLUMNS
 from rec_lightning.errors import ConfigurationError, DataValidationError
-from rec_lightning.sid import LEVEL_LETTERS
+from rec_lightning.sids.codec import LEVEL_LETTERS
 
 
 def positional_sids(num_items: int, levels: int = 3, codebook_size: int = 256) -> list[str]:
@@ -97,7 +97,7 @@ def write_split_csv(path: Path, seq: Sequences, windows: Windows, rows: np.ndarr
 
 def write_catalog(staged: StagedOutput, category: str, metas: Sequence[ItemMeta], sids: Sequence[str]) -> None:
     """``index/<C>.index.json``, ``index/<C>.item.json`` (with each item's raw key) and ``info/<C>.txt``."""
-    from rec_lightning.sid import parse_sid
+    from rec_lightning.sids.codec import parse_sid
 
     index = {str(i): list(parse_sid(sid)) for i, sid in enumerate(sids)}
     staged.write_text(f"index/{category}.index.json", json.dumps(index) + "\n")

@@ -87,7 +87,7 @@ def read_item_texts(data_dir: str | Path, category: str, placeholder: str = PLAC
     Raises:
         DataValidationError: the file is missing or malformed, or item ids are not ``0..N-1``.
     """
-    from rec_lightning.sid import read_item_json
+    from rec_lightning.sids.codec import read_item_json
 
     path = Path(data_dir) / "index" / f"{category}.item.json"
     titles, descriptions = read_item_json(path, index={})

@@ -1,4 +1,4 @@
-"""Constrained decoding over a :class:`~rec_lightning.trie.SIDTrie`: beam search and sampling.
+"""Constrained decoding over a :class:`~rec_lightning.generation.trie.SIDTrie`: beam search and sampling.
 
 Algorithm (beam search): prefill each prompt once, then copy its KV cache to the beams; at each
 depth gather, for every beam, the log-probabilities of only the tokens its trie node allows
@@ -11,7 +11,7 @@ Scoring follows Hugging Face beam search with ``length_penalty=0`` (what MiniOne
 response's score is the sum of its tokens' full-vocabulary log-probabilities, EOS included; with
 ``renormalize=True`` each step's log-probabilities are renormalised over the allowed tokens
 instead. The selection rule is also Hugging Face's, so results match ``generate()`` with a trie
-logits processor (:mod:`rec_lightning.decoding_reference`): the running beams are the best
+logits processor (:mod:`rec_lightning.generation.decoding_reference`): the running beams are the best
 ``num_beams`` unfinished candidates, and a candidate ending in EOS becomes a result only if it
 ranks within the step's best ``num_beams`` candidates; results keep the best ``num_beams``.
 """
@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover
     DynamicLayer = None
 
 from rec_lightning.errors import ConfigurationError
-from rec_lightning.trie import SIDTrie
+from rec_lightning.generation.trie import SIDTrie
 
 # transformers 5.2x renamed ``past_key_values`` to ``cache`` (the old name is deprecated)
 _CACHE_ARG = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"

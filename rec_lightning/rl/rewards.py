@@ -28,7 +28,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from rec_lightning.errors import ConfigurationError
-from rec_lightning.sid import ItemCatalog, parse_sid
+from rec_lightning.sids.codec import ItemCatalog, parse_sid
 
 RewardFn = Callable[[Sequence[str], Sequence[str], int], list[float]]
 

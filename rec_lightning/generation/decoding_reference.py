@@ -4,7 +4,7 @@ This is how MiniOneRec decodes (minionerec-reference.md section 5.3): Hugging Fa
 ``length_penalty=0`` and a logits processor that, for every beam in a Python loop, looks up the
 tokens allowed after what the beam generated so far and masks the rest with an additive -1e6. It
 keys the lookup on the generated suffix instead of a call counter and a prompt-tail match, so it
-is correct for any prompt. :func:`rec_lightning.decoding.constrained_beam_search` must return the
+is correct for any prompt. :func:`rec_lightning.generation.decoding.constrained_beam_search` must return the
 same ranked items; tests and ``benchmarks/decoding.py`` check that.
 """
 
@@ -16,8 +16,8 @@ from typing import Iterator
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from rec_lightning.decoding import DecodingOutput
-from rec_lightning.trie import SIDTrie
+from rec_lightning.generation.decoding import DecodingOutput
+from rec_lightning.generation.trie import SIDTrie
 
 MASK_VALUE = -1e6  # the original's additive mask: invalid continuations stay finite but hopeless
 
@@ -76,7 +76,7 @@ def reference_beam_search(
 ) -> DecodingOutput:
     """Constrained beam search the way the original runs it (slow; for tests and benchmarks).
 
-    Args and returns as :func:`rec_lightning.decoding.constrained_beam_search`; an output that is
+    Args and returns as :func:`rec_lightning.generation.decoding.constrained_beam_search`; an output that is
     not a valid response (possible only when the constraint cannot fill every beam) gets item ``-1``
     with its (hopeless) score.
     """

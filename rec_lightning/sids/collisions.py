@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import torch
 
 from rec_lightning.errors import ConfigurationError
-from rec_lightning.quantize import squared_distances
-from rec_lightning.sid import LEVEL_LETTERS, format_sid
+from rec_lightning.sids.quantize import squared_distances
+from rec_lightning.sids.codec import LEVEL_LETTERS, format_sid
 
 EXTRA_LEVEL = "extra-level"
 REASSIGN = "reassign"
@@ -165,7 +165,7 @@ def resolve_collisions(method: str, codes: torch.Tensor, last_residual: torch.Te
 
 
 def code_tokens(code: tuple[int, ...]) -> list[str]:
-    """``(12, 200, 7) -> ["<a_12>", "<b_200>", "<c_7>"]`` (validated by :func:`rec_lightning.sid.format_sid`)."""
+    """``(12, 200, 7) -> ["<a_12>", "<b_200>", "<c_7>"]`` (validated by :func:`rec_lightning.sids.codec.format_sid`)."""
     tokens = [f"<{LEVEL_LETTERS[level]}_{int(value)}>" for level, value in enumerate(code)]
     format_sid(tokens)
     return tokens

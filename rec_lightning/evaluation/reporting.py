@@ -16,8 +16,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from rec_lightning.errors import ConfigurationError, CorruptFileError
-from rec_lightning.metrics import DEFAULT_KS, RankingMetrics, metric_ks
-from rec_lightning.sid import SIDFormatError, parse_sid
+from rec_lightning.evaluation.metrics import DEFAULT_KS, RankingMetrics, metric_ks
+from rec_lightning.sids.codec import SIDFormatError, parse_sid
 
 
 @dataclass
@@ -75,7 +75,7 @@ def summarize(name: str, records: list[dict[str, Any]], ks: Sequence[int] = DEFA
     metric = RankingMetrics(metric_ks(num_beams, ks))
     metric.update(torch.tensor(ranks), torch.tensor(invalid))
     metrics = {key: value.item() for key, value in metric.compute().items()}
-    from rec_lightning.significance import per_row_values
+    from rec_lightning.evaluation.significance import per_row_values
 
     for cutoff in sorted({k for k in (10, num_beams) if k <= num_beams}):  # MRR named by its cut-off
         metrics[f"mrr@{cutoff}"] = float(per_row_values(ranks, f"mrr@{cutoff}").mean())
@@ -174,7 +174,7 @@ def paired_comparison(first: RunSummary, second: RunSummary, metrics: Sequence[s
     Raises:
         ValueError: the runs do not cover the same rows and targets, naming the first difference.
     """
-    from rec_lightning.significance import compare_ranks
+    from rec_lightning.evaluation.significance import compare_ranks
 
     def keyed(summary: RunSummary) -> dict:
         return {record.get("row", position): (record["output"].strip(' \n"'), rank)

@@ -1,7 +1,7 @@
 """Ranked lists of SIDs from per-item scores, scored and written like ``evaluate``'s beam search results.
 
 Baselines (popularity, transition, SASRec) score every catalog item. A hit is counted as in
-:mod:`rec_lightning.evaluation`: the predicted SID equal to the target's SID. Items sharing a SID
+:mod:`rec_lightning.evaluation.ranking`: the predicted SID equal to the target's SID. Items sharing a SID
 collapse into one entry, placed where the first of them ranks. Item order is by score, descending;
 ties go to the smaller item index (a stable sort over columns in item-id order), so a ranking is
 deterministic. Records and metrics carry the same keys as ``evaluate``'s, so ``report`` compares a
@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import torch
 
-from rec_lightning.metrics import DEFAULT_KS, RankingMetrics, metric_ks, target_ranks
-from rec_lightning.sid import ItemCatalog
+from rec_lightning.evaluation.metrics import DEFAULT_KS, RankingMetrics, metric_ks, target_ranks
+from rec_lightning.sids.codec import ItemCatalog
 
 
 class SIDRanker:

@@ -19,10 +19,10 @@ import torch
 import torch.distributed as dist
 from torchmetrics.aggregation import SumMetric
 
-from rec_lightning.decoding import DecodingOutput, constrained_beam_search
-from rec_lightning.metrics import DEFAULT_KS, RankingMetrics, metric_ks, target_ranks
-from rec_lightning.sid import ItemCatalog
-from rec_lightning.trie import SIDTrie
+from rec_lightning.generation.decoding import DecodingOutput, constrained_beam_search
+from rec_lightning.evaluation.metrics import DEFAULT_KS, RankingMetrics, metric_ks, target_ranks
+from rec_lightning.sids.codec import ItemCatalog
+from rec_lightning.generation.trie import SIDTrie
 
 RESULTS_FILE = "eval_results.json"
 METRICS_FILE = "metrics.json"

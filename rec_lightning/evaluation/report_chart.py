@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from rec_lightning.reporting import RunSummary, metric_names
+from rec_lightning.evaluation.reporting import RunSummary, metric_names
 
 
 def chart_title(dataset: str | None, split: str | None, rows: int, num_beams: int) -> str:
@@ -26,7 +26,7 @@ def plot_report(summaries: Sequence[RunSummary], path: str | Path, title: str,
     difference from the first per metric, with its bootstrap 95% interval as an error bar.
 
     Args:
-        paired: run name -> its :class:`~rec_lightning.significance.PairedComparison` list vs the first run.
+        paired: run name -> its :class:`~rec_lightning.evaluation.significance.PairedComparison` list vs the first run.
     """
     import matplotlib
 

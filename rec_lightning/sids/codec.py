@@ -199,7 +199,7 @@ class ItemCatalog:
 
         ``item.json`` and the info file are optional; the index is required.
         """
-        from rec_lightning.layout import find_category_files
+        from rec_lightning.files.layout import find_category_files
 
         files = find_category_files(data_dir, category)
         return cls.from_files(files.index, files.info, files.item)

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from rec_lightning.sid import ItemCatalog
+from rec_lightning.sids.codec import ItemCatalog
 
 
 @dataclass
