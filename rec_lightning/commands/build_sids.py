@@ -14,8 +14,6 @@ import csv
 import io
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 
 from rec_lightning.commands.arguments import run_function
 from rec_lightning.errors import DataValidationError
+from rec_lightning.files.atomic import write_bytes_atomic, write_text_atomic
 
 #: ``torch.Tensor`` in annotations: torch loads inside the functions that use it, so that --help and argument
 #: errors stay fast (jsonargparse resolves this module's annotations, TYPE_CHECKING blocks included).
@@ -196,7 +195,7 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
     _write_outputs(out, category, index, titles, source_files, report, q)
     if rewrite_data:
         report["rewritten"] = _rewrite_splits(data_dir, category, out, index, source_files)
-    _write_text(out / "sid_report.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / "sid_report.json", json.dumps(report, indent=2) + "\n")
     print(format_report(report))
     return report
 
@@ -248,38 +247,22 @@ def _read_source(data_dir: str | None, category: str, num_items: int) -> tuple[d
     return titles, files
 
 
-def _write_text(path: Path, text: str) -> None:
-    _write_bytes(path, text.encode("utf-8"))
-
-
 def _write_outputs(out: Path, category: str, index: dict, titles: dict, files: dict, report: dict, q: Quantised) -> None:
-    _write_text(out / "index" / f"{category}.index.json", json.dumps(index) + "\n")
+    write_text_atomic(out / "index" / f"{category}.index.json", json.dumps(index) + "\n")
     info_name = files["info"].name if files.get("info") else f"{category}.txt"
     info = "".join(f"{''.join(tokens)}\t{titles.get(int(i), '')}\t{i}\n" for i, tokens in index.items())
-    _write_text(out / "info" / info_name, info)
+    write_text_atomic(out / "info" / info_name, info)
     if files.get("item"):
-        _write_text(out / "index" / f"{category}.item.json", files["item"].read_text(encoding="utf-8"))
+        write_text_atomic(out / "index" / f"{category}.item.json", files["item"].read_text(encoding="utf-8"))
     buffer = io.BytesIO()
     np.savez(buffer, **{f"codebook_{level}": c.numpy() for level, c in enumerate(q.codebooks)})
-    _write_bytes(out / "sid_codebooks.npz", buffer.getvalue())
+    write_bytes_atomic(out / "sid_codebooks.npz", buffer.getvalue())
     if "module" in q.extra:
         from safetensors.torch import save
 
         state = {k: v.detach().cpu().contiguous() for k, v in q.extra.pop("module").state_dict().items()}
-        _write_bytes(out / "rqvae.safetensors", save(state))
-    _write_bytes(out / "sid_first_level_histogram.png", _histogram_png(report))
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        write_bytes_atomic(out / "rqvae.safetensors", save(state))
+    write_bytes_atomic(out / "sid_first_level_histogram.png", _histogram_png(report))
 
 
 def _histogram_png(report: dict) -> bytes:
@@ -331,7 +314,7 @@ def _rewrite_splits(data_dir: str | None, category: str, out: Path, index: dict,
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator=newline).writerows(rows)
         target = out / split / path.name
-        _write_text(target, buffer.getvalue())
+        write_text_atomic(target, buffer.getvalue())
         written[split] = str(target)
     return written
 

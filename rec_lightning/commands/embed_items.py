@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Literal
@@ -17,19 +15,7 @@ from typing import Literal
 import numpy as np
 
 from rec_lightning.commands.arguments import run_function
-
-
-def write_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from rec_lightning.files.atomic import write_npy_atomic, write_text_atomic
 
 
 def embed_items(data_dir: str, category: str, output: str, encoder: str = "minilm", batch_size: int = 64,
@@ -100,9 +86,7 @@ def embed_items(data_dir: str, category: str, output: str, encoder: str = "minil
                               "source": "train split only, PPMI-SVD"} if collaborative_dim > 0 else None,
             "seconds": round(seconds, 2)}
     meta_path = output_path.with_suffix(".json")
-    tmp = meta_path.with_name(f".{meta_path.name}.tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, meta_path)
+    write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
     print(f"embedded {len(items.texts)} items -> {output_path} [{len(items.texts)} x {meta['dim']}] in {seconds:.1f} s "
           f"({encoder}, max_length {meta['max_length']}, normalize {normalize}, collaborative dims {collaborative_dim}); "
           f"{items.num_placeholders} items had no text (placeholder 'unknown item'), "

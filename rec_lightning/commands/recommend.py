@@ -59,7 +59,7 @@ def main(argv: Sequence[str]) -> None:
         for row in result.rows():
             print(f"  {row['rank']:>4}  {row['item_id']:>7}  {row['sid']:<24}{row['score']:>10.4f}  {row['title']}")
     if args.json:
-        from rec_lightning.evaluation.ranking import write_json_atomic
+        from rec_lightning.files.atomic import write_json_atomic
 
         payload = [{"history_item_ids": list(r.history_item_ids), "recommendations": r.rows()} for r in results]
         print(f"wrote {write_json_atomic(args.json, payload)}")

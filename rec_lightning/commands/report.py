@@ -114,7 +114,7 @@ def main(argv: Sequence[str]) -> None:
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    from rec_lightning.evaluation.ranking import write_json_atomic, write_text_atomic
+    from rec_lightning.files.atomic import write_json_atomic, write_text_atomic
     from rec_lightning.evaluation.report_chart import chart_title, plot_report
 
     recorded = _recorded(args.results[0])

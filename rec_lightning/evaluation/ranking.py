@@ -9,9 +9,6 @@ item ids, titles and scores, and a ``metrics.json``, each atomically.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -23,6 +20,7 @@ from rec_lightning.generation.decoding import DecodingOutput, constrained_beam_s
 from rec_lightning.evaluation.metrics import DEFAULT_KS, RankingMetrics, metric_ks, target_ranks
 from rec_lightning.sids.codec import ItemCatalog
 from rec_lightning.generation.trie import SIDTrie
+from rec_lightning.files.atomic import write_json_atomic
 
 RESULTS_FILE = "eval_results.json"
 METRICS_FILE = "metrics.json"
@@ -144,26 +142,6 @@ def invalid_predictions(output: DecodingOutput, num_items: int) -> torch.Tensor:
     ordered = output.items.masked_fill(~filled, -1).sort(dim=1).values  # [B, N]
     repeated = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)
     return out_of_range.sum(dim=1) + repeated.sum(dim=1)
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> Path:
-    """Write JSON to a temporary file beside ``path``, then rename it into place."""
-    return write_text_atomic(path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write text to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
-    return path
 
 
 def write_results(output_dir: str | Path, records: list[dict[str, Any]],

@@ -6,11 +6,10 @@ rows and beam width, so a chart pasted on its own still says what it measured.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from rec_lightning.files.atomic import write_atomic
 from rec_lightning.evaluation.reporting import RunSummary, metric_names
 
 
@@ -87,14 +86,8 @@ def plot_report(summaries: Sequence[RunSummary], path: str | Path, title: str,
         axis.text(0.5, 0.5, "no paired comparison\n(one run, or runs on different rows)", ha="center", va="center")
     figure.suptitle(title)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=".report.", suffix=".png", dir=path.parent)
-    os.close(handle)
     try:
-        figure.savefig(staging, dpi=110)
-        os.replace(staging, path)
+        write_atomic(path, lambda staging: figure.savefig(staging, dpi=110))
     finally:
         plt.close(figure)
-        if os.path.exists(staging):
-            os.remove(staging)
     return path

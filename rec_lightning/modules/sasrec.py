@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from torch import nn
 from rec_lightning.errors import ConfigurationError, CorruptFileError
 from rec_lightning.evaluation.item_ranking import SIDRanker
 from rec_lightning.evaluation.metrics import RankingMetrics, target_ranks
+from rec_lightning.files.atomic import write_atomic, write_text_atomic
 from rec_lightning.sids.codec import ItemCatalog
 
 WEIGHTS_FILE = "model.safetensors"
@@ -198,24 +197,13 @@ class SASRecModule(pl.LightningModule):
         return save_sasrec(self.network, config, directory)
 
 
-def _atomic(path: Path, write) -> None:
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        write(staging)
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
-
-
 def save_sasrec(network: SASRec, config: dict[str, Any], directory: str | Path) -> Path:
     """Write a SASRec's weights (safetensors) and config (json) into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    _atomic(directory / WEIGHTS_FILE, lambda staging: save_file(state, staging))
-    _atomic(directory / CONFIG_FILE, lambda staging: Path(staging).write_text(json.dumps(config, indent=1) + "\n"))
+    write_atomic(directory / WEIGHTS_FILE, lambda staging: save_file(state, str(staging)))
+    write_text_atomic(directory / CONFIG_FILE, json.dumps(config, indent=1) + "\n")
     return directory
 
 
