@@ -86,7 +86,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from rec_lightning.sids.collisions import sid_statistics
-    from rec_lightning.commands.build_sids import RQVAEOptions, build_sids
+    from rec_lightning.modules.rqvae import fit_rqvae
+    from rec_lightning.sids.build import RQVAEOptions, build_sids, format_report
     from rec_lightning.commands.embed_items import embed_items
     from rec_lightning.files.layout import find_split_csv
 
@@ -108,7 +109,8 @@ def main() -> None:
     for method in args.methods:
         report = build_sids(str(embeddings), str(work / method), method=method, levels=3, codebook_size=256,
                             collision="reassign", data_dir=str(data_dir), category=args.category, rewrite_data=True,
-                            seed=args.seed, rqvae=rqvae, progress=False)
+                            seed=args.seed, rqvae=rqvae, progress=False, fit_rqvae=fit_rqvae)
+        print(format_report(report))
         reports[method] = report
         first = np.array([c[0] for c in shipped_codes(work / method, args.category)])  # the index just written
         rows.append(row_of(f"{method} + reassign", report, semantic_checks(first, x, train_csv),

@@ -74,8 +74,12 @@ def _sid_builder(category: str, method: str, encoder: str, levels: int, codebook
     """A ``before_commit`` hook: embed the staged items, build SIDs, move them over the positional ones."""
 
     def build(staging: Path) -> dict:
-        from rec_lightning.commands.build_sids import build_sids
         from rec_lightning.commands.embed_items import embed_items
+        from rec_lightning.sids.build import build_sids, format_report
+
+        fit_rqvae = None
+        if method == "rq-vae":
+            from rec_lightning.modules.rqvae import fit_rqvae
 
         name = Path(encoder).name if Path(encoder).exists() else encoder.replace("/", "-")
         embeddings = staging / "index" / f"{category}.emb-{name}.npy"
@@ -83,7 +87,8 @@ def _sid_builder(category: str, method: str, encoder: str, levels: int, codebook
         built = staging / ".sids"
         sid_report = build_sids(str(embeddings), str(built), method=method, levels=levels, codebook_size=codebook_size,
                                 data_dir=str(staging), category=category, rewrite_data=True, seed=seed,
-                                progress=progress)
+                                progress=progress, fit_rqvae=fit_rqvae)
+        print(format_report(sid_report))
         for path in sorted(p for p in built.rglob("*") if p.is_file()):
             target = staging / path.relative_to(built)
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from rec_lightning.sids.collisions import collision_rate
+from rec_lightning.sids.build import Quantised, RQVAEOptions
 from rec_lightning.sids.quantize import ResidualVectorQuantizer
 
 
@@ -97,3 +98,29 @@ class RQVAEModule(pl.LightningModule):
             residuals.append(last_residual.cpu())
         self.train(was_training)
         return torch.cat(codes), torch.cat(residuals)
+
+
+def fit_rqvae(x: torch.Tensor, levels: int, codebook_size: int, seed: int, options: RQVAEOptions,
+              progress: bool) -> Quantised:
+    """Train an :class:`RQVAEModule` on ``x [N, D]`` with its own Trainer; the ``rq-vae`` quantiser of build-sids.
+
+    Pass it as ``fit_rqvae`` to :func:`rec_lightning.sids.build.build_sids`. The result holds the codes, the last
+    level's residuals and codebooks (CPU), the relative reconstruction error, the final metrics and the module.
+    """
+    pl.seed_everything(seed, verbose=False)
+    module = RQVAEModule(x.shape[1], options.hidden_dims, options.latent_dim, levels, codebook_size,
+                         options.commitment_coef, lr=options.lr, seed=seed)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=options.batch_size,
+                                         shuffle=True, generator=torch.Generator().manual_seed(seed))
+    trainer = pl.Trainer(max_epochs=options.epochs, accelerator=options.accelerator, devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
+                         gradient_clip_val=1.0, deterministic=True)
+    trainer.fit(module, loader)
+    codes, last_residual = module.encode(x)
+    with torch.no_grad():
+        module.eval()
+        out = module(x.to(module.device))
+    error = float(((x - out["reconstruction"].cpu()) ** 2).sum() / (x ** 2).sum())
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    codebooks = [c.detach().cpu() for c in module.quantizer.codebooks]
+    return Quantised(codes, last_residual, codebooks, error, {"rqvae_final_metrics": metrics, "module": module})

@@ -1,10 +1,15 @@
-"""``build-sids``: item embeddings -> residual quantisation -> collision-free SIDs in the MiniOneRec layout.
+"""Build SIDs: item embeddings -> residual quantisation -> collision-free SIDs in the MiniOneRec layout.
+
+The library behind ``python -m rec_lightning build-sids`` (and ``prepare --build_sids``).
 
 Writes ``<output>/index/<Category>.index.json`` (0-based codes ``<a_i><b_j><c_k>``, plus ``<d_r>`` only
 where the extra level resolves a collision), ``<output>/info/<Category>*.txt`` (``SID\\ttitle\\titem_id``
 by item id), ``sid_report.json``, ``sid_first_level_histogram.png`` and the codebooks; with
 ``--rewrite_data`` re-keyed copies of the split CSVs. Sources are never modified; every file is
-written to a temporary name and then ``os.replace``-d.
+written atomically (:mod:`rec_lightning.files.atomic`).
+
+Core layer: no Lightning. The ``rq-vae`` method trains a LightningModule, so :func:`build_sids` takes it as
+``fit_rqvae`` (:func:`rec_lightning.modules.rqvae.fit_rqvae`); the k-means methods need nothing more.
 """
 
 from __future__ import annotations
@@ -17,16 +22,16 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
-from rec_lightning.commands.arguments import run_function
-from rec_lightning.errors import DataValidationError
+from rec_lightning.errors import ConfigurationError, DataValidationError
 from rec_lightning.files.atomic import write_bytes_atomic, write_text_atomic
 
-#: ``torch.Tensor`` in annotations: torch loads inside the functions that use it, so that --help and argument
-#: errors stay fast (jsonargparse resolves this module's annotations, TYPE_CHECKING blocks included).
+#: ``torch.Tensor`` in annotations: torch loads inside the functions that use it, so that build-sids' --help and
+#: argument errors stay fast (jsonargparse resolves :class:`RQVAEOptions`' module annotations, TYPE_CHECKING blocks
+#: included).
 Tensor = Any
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,8 @@ class RQVAEOptions:
 
 @dataclass
 class Quantised:
+    """A quantiser's result: the codes and what collision repair needs (on CPU)."""
+
     codes: Tensor  # [N, L]
     last_residual: Tensor  # [N, D]
     codebooks: list[Tensor]  # L x [K, D]
@@ -89,8 +96,13 @@ def load_embeddings(path: str | Path) -> Tensor:
 
 
 def quantise(x: Tensor, method: str, levels: int, codebook_size: int, seed: int, kmeans_iters: int,
-             sinkhorn_epsilon: float, rqvae: RQVAEOptions, progress: bool, device: str = "cpu") -> Quantised:
-    """Run one quantiser on ``x [N, D]`` and return its codes and what collision repair needs (on CPU)."""
+             sinkhorn_epsilon: float, rqvae: RQVAEOptions, progress: bool, device: str = "cpu",
+             fit_rqvae: Callable[..., Quantised] | None = None) -> Quantised:
+    """Run one quantiser on ``x [N, D]`` and return its codes and what collision repair needs (on CPU).
+
+    ``rq-vae`` calls ``fit_rqvae(x, levels, codebook_size, seed, rqvae, progress)``
+    (:func:`rec_lightning.modules.rqvae.fit_rqvae`).
+    """
     from rec_lightning.sids.quantize import fit_residual_kmeans
 
     if method in ("rq-kmeans", "rq-kmeans-balanced"):
@@ -98,40 +110,16 @@ def quantise(x: Tensor, method: str, levels: int, codebook_size: int, seed: int,
                                      max_iters=kmeans_iters, sinkhorn_epsilon=sinkhorn_epsilon)
         error = float(((x - fitted.reconstruction.cpu()) ** 2).sum() / (x ** 2).sum())
         return Quantised(fitted.codes.cpu(), fitted.last_residual.cpu(), [c.cpu() for c in fitted.codebooks], error, {})
-    return _train_rqvae(x, levels, codebook_size, seed, rqvae, progress)
-
-
-def _train_rqvae(x: Tensor, levels: int, codebook_size: int, seed: int, options: RQVAEOptions,
-                 progress: bool) -> Quantised:
-    import lightning.pytorch as pl
-    import torch
-
-    from rec_lightning.modules.rqvae import RQVAEModule
-
-    pl.seed_everything(seed, verbose=False)
-    module = RQVAEModule(x.shape[1], options.hidden_dims, options.latent_dim, levels, codebook_size,
-                         options.commitment_coef, lr=options.lr, seed=seed)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=options.batch_size,
-                                         shuffle=True, generator=torch.Generator().manual_seed(seed))
-    trainer = pl.Trainer(max_epochs=options.epochs, accelerator=options.accelerator, devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-                         gradient_clip_val=1.0, deterministic=True)
-    trainer.fit(module, loader)
-    codes, last_residual = module.encode(x)
-    with torch.no_grad():
-        module.eval()
-        out = module(x.to(module.device))
-    error = float(((x - out["reconstruction"].cpu()) ** 2).sum() / (x ** 2).sum())
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    codebooks = [c.detach().cpu() for c in module.quantizer.codebooks]
-    return Quantised(codes, last_residual, codebooks, error, {"rqvae_final_metrics": metrics, "module": module})
+    if fit_rqvae is None:
+        raise ConfigurationError("method rq-vae needs fit_rqvae (rec_lightning.modules.rqvae.fit_rqvae)")
+    return fit_rqvae(x, levels, codebook_size, seed, rqvae, progress)
 
 
 def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-kmeans-balanced", "rq-vae"] = "rq-kmeans-balanced",
                levels: int = 3, codebook_size: int = 256, collision: Literal["reassign", "extra-level"] = "reassign",
                data_dir: str | None = None, category: str | None = None, rewrite_data: bool = False, seed: int = 0,
                kmeans_iters: int = 100, sinkhorn_epsilon: float = 0.05, rqvae: RQVAEOptions = RQVAEOptions(),
-               device: str = "cpu", progress: bool = True) -> dict:
+               device: str = "cpu", progress: bool = True, fit_rqvae: Callable[..., Quantised] | None = None) -> dict:
     """Quantise item embeddings into SIDs, resolve collisions with a guarantee, and write the index.
 
     Args:
@@ -153,32 +141,27 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
         rqvae: RQ-VAE settings.
         device: torch device of the k-means methods (``cpu``, ``cuda``); RQ-VAE uses ``rqvae.accelerator``.
         progress: show progress bars.
+        fit_rqvae: the ``rq-vae`` trainer, :func:`rec_lightning.modules.rqvae.fit_rqvae` (unused by k-means).
 
     Returns:
-        The report written to ``sid_report.json``.
+        The report written to ``sid_report.json`` (:func:`format_report` prints it).
+
+    Raises:
+        ConfigurationError: inconsistent arguments (the message names the command-line option).
+        DataValidationError: unreadable embeddings, source folder or split CSVs.
     """
     from rec_lightning.sids.collisions import code_tokens, resolve_collisions, sid_statistics
 
-    if method not in METHODS:
-        raise SystemExit(f"--method must be one of {METHODS}, got {method!r}")
-    out = Path(output)
-    if out.suffix == ".json":
-        raise SystemExit(f"--output is a folder (MiniOneRec layout: index/<Category>.index.json, info/...), got {output!r}")
-    if rewrite_data and data_dir is None:
-        raise SystemExit("--rewrite_data needs --data_dir (the folder whose split CSVs are re-keyed)")
-    if data_dir is not None and out.resolve() == Path(data_dir).resolve():
-        raise SystemExit(f"--output {output} is the source --data_dir; choose a new folder (sources are never modified)")
-    try:
-        x = load_embeddings(embeddings)
-        category = category or _category_from_sidecar(embeddings)
-        titles, source_files = _read_source(data_dir, category, x.shape[0])
-    except DataValidationError as err:
-        raise SystemExit(str(err)) from None
+    out = check_arguments(output, method, data_dir, rewrite_data)
+    x = load_embeddings(embeddings)
+    category = category or category_from_sidecar(embeddings)
+    titles, source_files = read_source(data_dir, category, x.shape[0])
 
     log.info("quantising %d x %d embeddings with %s (%d levels x %d codes, seed %d)", x.shape[0], x.shape[1],
              method, levels, codebook_size, seed)
     start = time.perf_counter()
-    q = quantise(x, method, levels, codebook_size, seed, kmeans_iters, sinkhorn_epsilon, rqvae, progress, device)
+    q = quantise(x, method, levels, codebook_size, seed, kmeans_iters, sinkhorn_epsilon, rqvae, progress, device,
+                 fit_rqvae)
     quantise_seconds = time.perf_counter() - start
     resolution = resolve_collisions(collision, q.codes, q.last_residual, q.codebooks[-1])
     base = [tuple(r) for r in q.codes.tolist()]
@@ -192,15 +175,35 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
               **sid_statistics(base, resolution.codes, codebook_size)}
     if method == "rq-vae":
         report["rqvae"] = {**asdict(rqvae), "final_metrics": q.extra["rqvae_final_metrics"]}
-    _write_outputs(out, category, index, titles, source_files, report, q)
+    write_outputs(out, category, index, titles, source_files, report, q)
     if rewrite_data:
-        report["rewritten"] = _rewrite_splits(data_dir, category, out, index, source_files)
+        report["rewritten"] = rewrite_splits(data_dir, category, out, index, source_files)
     write_text_atomic(out / "sid_report.json", json.dumps(report, indent=2) + "\n")
-    print(format_report(report))
     return report
 
 
-def _category_from_sidecar(embeddings: str) -> str:
+def check_arguments(output: str, method: str, data_dir: str | None, rewrite_data: bool) -> Path:
+    """The output folder, after checking the arguments that do not need any file.
+
+    Raises:
+        ConfigurationError: unknown method, a ``.json`` output, ``rewrite_data`` without ``data_dir``, or the
+            output is the source folder.
+    """
+    if method not in METHODS:
+        raise ConfigurationError(f"--method must be one of {METHODS}, got {method!r}")
+    out = Path(output)
+    if out.suffix == ".json":
+        raise ConfigurationError(f"--output is a folder (MiniOneRec layout: index/<Category>.index.json, info/...), "
+                                 f"got {output!r}")
+    if rewrite_data and data_dir is None:
+        raise ConfigurationError("--rewrite_data needs --data_dir (the folder whose split CSVs are re-keyed)")
+    if data_dir is not None and out.resolve() == Path(data_dir).resolve():
+        raise ConfigurationError(f"--output {output} is the source --data_dir; choose a new folder "
+                                 f"(sources are never modified)")
+    return out
+
+
+def category_from_sidecar(embeddings: str) -> str:
     sidecar = Path(embeddings).with_suffix(".json")
     if sidecar.is_file():
         category = json.loads(sidecar.read_text()).get("category")
@@ -210,7 +213,7 @@ def _category_from_sidecar(embeddings: str) -> str:
                               fix="pass --category NAME")
 
 
-def _read_source(data_dir: str | None, category: str, num_items: int) -> tuple[dict[int, str], dict]:
+def read_source(data_dir: str | None, category: str, num_items: int) -> tuple[dict[int, str], dict]:
     """Titles ``{item_id: title}`` and the source file paths (item.json, info, splits) if ``data_dir``."""
     if data_dir is None:
         return {}, {}
@@ -247,7 +250,8 @@ def _read_source(data_dir: str | None, category: str, num_items: int) -> tuple[d
     return titles, files
 
 
-def _write_outputs(out: Path, category: str, index: dict, titles: dict, files: dict, report: dict, q: Quantised) -> None:
+def write_outputs(out: Path, category: str, index: dict, titles: dict, files: dict, report: dict, q: Quantised) -> None:
+    """Write the index, info file, item.json copy, codebooks, RQ-VAE weights and histogram into ``out``."""
     write_text_atomic(out / "index" / f"{category}.index.json", json.dumps(index) + "\n")
     info_name = files["info"].name if files.get("info") else f"{category}.txt"
     info = "".join(f"{''.join(tokens)}\t{titles.get(int(i), '')}\t{i}\n" for i, tokens in index.items())
@@ -262,10 +266,11 @@ def _write_outputs(out: Path, category: str, index: dict, titles: dict, files: d
 
         state = {k: v.detach().cpu().contiguous() for k, v in q.extra.pop("module").state_dict().items()}
         write_bytes_atomic(out / "rqvae.safetensors", save(state))
-    write_bytes_atomic(out / "sid_first_level_histogram.png", _histogram_png(report))
+    write_bytes_atomic(out / "sid_first_level_histogram.png", histogram_png(report))
 
 
-def _histogram_png(report: dict) -> bytes:
+def histogram_png(report: dict) -> bytes:
+    """A PNG bar chart of the items per first-level code."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -285,10 +290,16 @@ def _histogram_png(report: dict) -> bytes:
     return buffer.getvalue()
 
 
-def _rewrite_splits(data_dir: str | None, category: str, out: Path, index: dict, files: dict) -> dict:
-    """Copy each split CSV with ``history_item_sid``/``item_sid`` recomputed from the item ids."""
+def rewrite_splits(data_dir: str | None, category: str, out: Path, index: dict, files: dict) -> dict:
+    """Copy each split CSV with ``history_item_sid``/``item_sid`` recomputed from the item ids.
+
+    Raises:
+        ConfigurationError: no split CSVs to rewrite.
+        DataValidationError: a CSV without the MiniOneRec columns, or an item id without a SID.
+    """
     if not files.get("splits"):
-        raise SystemExit(f"--rewrite_data: no split CSVs ({category}*.csv in train/, valid/, test/) under {data_dir}")
+        raise ConfigurationError(f"--rewrite_data: no split CSVs ({category}*.csv in train/, valid/, test/) under "
+                                 f"{data_dir}")
     sid_of = {int(i): "".join(tokens) for i, tokens in index.items()}
     written = {}
     for split, path in files["splits"].items():
@@ -299,7 +310,7 @@ def _rewrite_splits(data_dir: str | None, category: str, out: Path, index: dict,
         try:
             col = {name: header.index(name) for name in ("history_item_id", "item_id", "history_item_sid", "item_sid")}
         except ValueError as err:
-            raise SystemExit(str(DataValidationError(path, [f"line 1 (header): {err}"], fix="use the MiniOneRec columns")))
+            raise DataValidationError(path, [f"line 1 (header): {err}"], fix="use the MiniOneRec columns") from None
         problems = []
         for line, row in enumerate(rows[1:], start=2):
             try:
@@ -310,7 +321,7 @@ def _rewrite_splits(data_dir: str | None, category: str, out: Path, index: dict,
                 continue
             row[col["history_item_sid"]] = repr(history)
         if problems:
-            raise SystemExit(str(DataValidationError(path, problems, fix="the CSV's item ids must be in the embeddings")))
+            raise DataValidationError(path, problems, fix="the CSV's item ids must be in the embeddings")
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator=newline).writerows(rows)
         target = out / split / path.name
@@ -340,8 +351,3 @@ def format_report(report: dict) -> str:
                      f"{s['utilisation']:>7.3f}{s['entropy_bits']:>9.3f}{s['normalized_entropy']:>7.3f}"
                      f"{s['max_items_per_code']:>9}")
     return "\n".join(lines)
-
-
-def main(argv: list[str]) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run_function(build_sids, "build-sids", argv)
