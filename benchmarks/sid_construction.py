@@ -88,7 +88,7 @@ def main() -> None:
     from rec_lightning.sids.collisions import sid_statistics
     from rec_lightning.modules.rqvae import fit_rqvae
     from rec_lightning.sids.build import RQVAEOptions, build_sids, format_report
-    from rec_lightning.commands.embed_items import embed_items
+    from rec_lightning.data.item_embeddings import embed_items, format_summary as embedding_summary
     from rec_lightning.files.layout import find_split_csv
 
     data_dir, work = Path(args.data_dir), Path(args.work_dir)
@@ -96,7 +96,7 @@ def main() -> None:
         raise SystemExit(f"real data not found at {data_dir}; nothing to benchmark")
     embeddings = work / f"{args.category}.minilm.npy"
     if not embeddings.is_file():
-        embed_items(str(data_dir), args.category, str(embeddings), progress=False)
+        print(embedding_summary(*embed_items(str(data_dir), args.category, str(embeddings), progress=False), 0))
     embed_meta = json.loads(embeddings.with_suffix(".json").read_text())
     x = np.load(embeddings)
     train_csv = find_split_csv(data_dir, "train", args.category)

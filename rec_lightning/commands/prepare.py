@@ -74,7 +74,7 @@ def _sid_builder(category: str, method: str, encoder: str, levels: int, codebook
     """A ``before_commit`` hook: embed the staged items, build SIDs, move them over the positional ones."""
 
     def build(staging: Path) -> dict:
-        from rec_lightning.commands.embed_items import embed_items
+        from rec_lightning.data.item_embeddings import embed_items, format_summary as embedding_summary
         from rec_lightning.sids.build import build_sids, format_report
 
         fit_rqvae = None
@@ -83,7 +83,8 @@ def _sid_builder(category: str, method: str, encoder: str, levels: int, codebook
 
         name = Path(encoder).name if Path(encoder).exists() else encoder.replace("/", "-")
         embeddings = staging / "index" / f"{category}.emb-{name}.npy"
-        embed_items(str(staging), category, str(embeddings), encoder=encoder, progress=progress)
+        embedded, meta = embed_items(str(staging), category, str(embeddings), encoder=encoder, progress=progress)
+        print(embedding_summary(embedded, meta, collaborative_dim=0))
         built = staging / ".sids"
         sid_report = build_sids(str(embeddings), str(built), method=method, levels=levels, codebook_size=codebook_size,
                                 data_dir=str(staging), category=category, rewrite_data=True, seed=seed,
