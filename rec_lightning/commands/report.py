@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from jsonargparse import Namespace
+
 from rec_lightning.commands.arguments import SuggestingParser, command_parser
 
 
@@ -53,44 +55,75 @@ def _recorded(path: str) -> dict:
 def main(argv: Sequence[str]) -> None:
     """Entry point: ``python -m rec_lightning report ...``."""
     args = build_parser().parse_args(list(argv))
-    from rec_lightning.evaluation.reporting import (describe_case, describe_disagreement, disagreeing_rows, format_paired,
-                                         format_table, load_records, paired_comparison, paper_table, pick_cases,
-                                         summarize)
+    from rec_lightning.evaluation.reporting import format_table
 
-    if args.names is not None and len(args.names) != len(args.results):
-        raise SystemExit(f"--names has {len(args.names)} names for {len(args.results)} result files")
-    if args.cases < 0 or args.case_k < 1:
-        raise SystemExit(f"--cases must be >= 0 and --case_k >= 1, got {args.cases} and {args.case_k}")
-    names = args.names or _default_names(args.results)
-    catalog = None
-    if args.data_dir is not None:
-        from rec_lightning.files.layout import available_categories
-        from rec_lightning.sids.codec import ItemCatalog
-
-        categories = [args.category] if args.category else available_categories(args.data_dir)
-        if len(categories) != 1:
-            raise SystemExit(f"--data_dir {args.data_dir} holds categories {categories}; pick one with --category")
-        catalog = ItemCatalog.from_data_dir(args.data_dir, categories[0])
-    is_valid = catalog.has_sid if catalog is not None else None
-    try:
-        summaries = [summarize(name, load_records(path), is_valid=is_valid) for name, path in zip(names, args.results)]
-    except ValueError as err:
-        raise SystemExit(str(err)) from None
+    _check_arguments(args)
+    catalog = _load_catalog(args)
+    summaries = _summarize_runs(args, catalog)
     title_of_sid = (lambda sid: catalog.title_of(catalog.items_with_sid(sid)[0]) if catalog.has_sid(sid) else "") \
         if catalog is not None else None
 
     print(format_table(summaries))
-    paired, comparisons_by_run, cases = {}, {}, {}
+    paired, comparisons_by_run = _paired_comparisons(summaries, args.seed)
+    cases = _print_disagreements(summaries, comparisons_by_run, args, title_of_sid)
+    if not comparisons_by_run:  # one run (or nothing paired): seeded correct and incorrect cases
+        _print_cases(summaries, args, title_of_sid)
+    _write_report(args, catalog, summaries, paired, comparisons_by_run, cases)
+
+
+def _check_arguments(args: Namespace) -> None:
+    if args.names is not None and len(args.names) != len(args.results):
+        raise SystemExit(f"--names has {len(args.names)} names for {len(args.results)} result files")
+    if args.cases < 0 or args.case_k < 1:
+        raise SystemExit(f"--cases must be >= 0 and --case_k >= 1, got {args.cases} and {args.case_k}")
+
+
+def _load_catalog(args: Namespace):
+    """The ``--data_dir`` catalog (titles, valid SIDs), or None."""
+    if args.data_dir is None:
+        return None
+    from rec_lightning.files.layout import available_categories
+    from rec_lightning.sids.codec import ItemCatalog
+
+    categories = [args.category] if args.category else available_categories(args.data_dir)
+    if len(categories) != 1:
+        raise SystemExit(f"--data_dir {args.data_dir} holds categories {categories}; pick one with --category")
+    return ItemCatalog.from_data_dir(args.data_dir, categories[0])
+
+
+def _summarize_runs(args: Namespace, catalog) -> list:
+    from rec_lightning.evaluation.reporting import load_records, summarize
+
+    names = args.names or _default_names(args.results)
+    is_valid = catalog.has_sid if catalog is not None else None
+    try:
+        return [summarize(name, load_records(path), is_valid=is_valid) for name, path in zip(names, args.results)]
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+
+
+def _paired_comparisons(summaries: list, seed: int) -> tuple[dict, dict]:
+    """Each later run vs the first (printed): ``(run -> comparisons as dicts, run -> comparisons)``."""
+    from rec_lightning.evaluation.reporting import format_paired, paired_comparison
+
+    paired, comparisons_by_run = {}, {}
     for summary in summaries[1:]:
         try:
-            comparisons = paired_comparison(summaries[0], summary, seed=args.seed)
+            comparisons = paired_comparison(summaries[0], summary, seed=seed)
         except ValueError as err:
             print(f"\nno paired comparison of {summary.name} with {summaries[0].name}: {err}")
             continue
         comparisons_by_run[summary.name] = comparisons
         paired[summary.name] = [dataclasses.asdict(c) for c in comparisons]
         print("\n" + format_paired(summaries[0], summary, comparisons))
-    base = summaries[0]
+    return paired, comparisons_by_run
+
+
+def _print_disagreements(summaries: list, comparisons_by_run: dict, args: Namespace, title_of_sid) -> dict:
+    """Rows one paired run hits at k and the first misses (and the reverse), printed; returns them by run."""
+    from rec_lightning.evaluation.reporting import describe_disagreement, disagreeing_rows
+
+    base, cases = summaries[0], {}
     for summary in summaries[1:]:
         if summary.name not in comparisons_by_run:
             continue
@@ -104,19 +137,30 @@ def main(argv: Sequence[str]) -> None:
             print(f"\n{label}: {len(positions)} rows; the first {min(args.cases, len(positions))}:")
             for position in positions[: args.cases]:
                 print(describe_disagreement(base, summary, position, title_of_sid))
-    if not comparisons_by_run:  # one run (or nothing paired): seeded correct and incorrect cases
-        for summary in summaries:
-            hits, misses = pick_cases(summary, args.cases, args.seed)
-            for label, rows in (("correct", hits), ("incorrect", misses)):
-                print(f"\n{summary.name}: {len(rows)} {label} cases")
-                for row in rows:
-                    print(describe_case(summary, row, title_of_sid))
+    return cases
+
+
+def _print_cases(summaries: list, args: Namespace, title_of_sid) -> None:
+    from rec_lightning.evaluation.reporting import describe_case, pick_cases
+
+    for summary in summaries:
+        hits, misses = pick_cases(summary, args.cases, args.seed)
+        for label, rows in (("correct", hits), ("incorrect", misses)):
+            print(f"\n{summary.name}: {len(rows)} {label} cases")
+            for row in rows:
+                print(describe_case(summary, row, title_of_sid))
+
+
+def _write_report(args: Namespace, catalog, summaries: list, paired: dict, comparisons_by_run: dict,
+                  cases: dict) -> None:
+    """``report.json``, ``report.md``, ``report.csv`` and ``report.png`` into ``--output``, each atomically."""
+    from rec_lightning.evaluation.report_chart import chart_title, plot_report
+    from rec_lightning.evaluation.reporting import paper_table
+    from rec_lightning.files.atomic import write_json_atomic, write_text_atomic
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    from rec_lightning.files.atomic import write_json_atomic, write_text_atomic
-    from rec_lightning.evaluation.report_chart import chart_title, plot_report
-
+    base = summaries[0]
     recorded = _recorded(args.results[0])
     dataset = args.dataset or recorded.get("category") or (args.category if catalog is not None else None)
     split = args.split or recorded.get("split")
