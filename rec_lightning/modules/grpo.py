@@ -292,14 +292,44 @@ class GRPOModule(pl.LightningModule):
         """Generate the groups, score them, and compute advantages (and reference log-probs)."""
         prompt_ids, prompt_mask = batch["input_ids"], batch["attention_mask"]
         group_size = self.group.size
+        targets = self._rollout_targets(batch)  # [B]
+        was_training = self.model.training
+        self.model.eval()
+        items = self._generate(prompt_ids, prompt_mask)  # [B, G]
+        score = self._group_scorer(batch, targets)
+        if self.group.dynamic_sampling == "resample":
+            self._resample_flat_groups(items, prompt_ids, prompt_mask, score)
+        if self.group.add_ground_truth:
+            self._inject_ground_truth(items, targets)
+        self.model.train(was_training)
+        if bool((items < 0).any()):
+            raise RuntimeError("constrained decoding returned fewer items than the group size")
+        result = score(items)
+        total = torch.tensor(result.total, dtype=torch.float32, device=prompt_ids.device)  # [B x G]
+        advantages, zero_variance = group_advantages(total, group_size, self.loss_options.reward_scaling,
+                                                     self.loss_options.advantage_eps)
+        metrics = self._rollout_metrics(items, targets, total, zero_variance, result)
+        if self.group.dynamic_sampling == "drop" and bool(zero_variance.any()) and not bool(zero_variance.all()):
+            keep = ~zero_variance
+            prompt_ids, prompt_mask, items = prompt_ids[keep], prompt_mask[keep], items[keep]
+            advantages = advantages.view(-1, group_size)[keep].flatten()
+        completions, completion_mask = self._completions(items)
+        ref_logp = self._reference_logprobs(prompt_ids, prompt_mask, completions)
+        return Rollout(prompt_ids, prompt_mask, completions, completion_mask, advantages, ref_logp), metrics
+
+    def _rollout_targets(self, batch: dict) -> torch.Tensor:
+        """``[B]`` trie index of each prompt's own target (checked: a group fits the catalog, every prompt has one)."""
+        group_size = self.group.size
         if group_size > self.trie.num_items:
             raise ConfigurationError(f"group.size={group_size} exceeds the {self.trie.num_items} distinct SIDs of the catalog")
         targets = self.item_to_key[batch["target_item_id"]]  # [B] trie index of each prompt's own target
         if bool((targets < 0).any()):
             raise ConfigurationError("some prompts have no target item; GRPO needs tasks whose answer is a SID")
-        was_training = self.model.training
-        self.model.eval()
-        items = self._generate(prompt_ids, prompt_mask)  # [B, G]
+        return targets
+
+    def _group_scorer(self, batch: dict, targets: torch.Tensor):
+        """``score(items [B, G])``: the combined rewards of every completion against its prompt's target."""
+        group_size = self.group.size
         rewards_fns = self._reward_functions()
         histories = unpad_histories(batch["history_item_ids"]) if "history_item_ids" in batch else None
 
@@ -308,27 +338,31 @@ class GRPOModule(pl.LightningModule):
             wanted = [self.trie.keys[t] for t in targets.repeat_interleave(group_size).tolist()]
             return combine_rewards(rewards_fns, self.reward_weights, completions, wanted, group_size, histories)
 
-        if self.group.dynamic_sampling == "resample":
-            for _ in range(self.group.max_resample_rounds):
-                _, flat = group_advantages(torch.tensor(score(items).total), group_size)
-                if not bool(flat.any()):
-                    break
-                redo = flat.to(items.device)
-                items[redo] = self._generate(prompt_ids[redo], prompt_mask[redo])
-        if self.group.add_ground_truth:
-            missing = ~(items == targets[:, None]).any(dim=1)  # [B]
-            items[missing, -1] = targets[missing]
-        self.model.train(was_training)
-        if bool((items < 0).any()):
-            raise RuntimeError("constrained decoding returned fewer items than the group size")
-        result = score(items)
-        total = torch.tensor(result.total, dtype=torch.float32, device=prompt_ids.device)  # [B x G]
-        advantages, zero_variance = group_advantages(total, group_size, self.loss_options.reward_scaling,
-                                                     self.loss_options.advantage_eps)
+        return score
+
+    def _resample_flat_groups(self, items: torch.Tensor, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                              score) -> None:
+        """Regenerate (in place) the groups whose rewards are all equal, up to ``max_resample_rounds`` times."""
+        for _ in range(self.group.max_resample_rounds):
+            _, flat = group_advantages(torch.tensor(score(items).total), self.group.size)
+            if not bool(flat.any()):
+                break
+            redo = flat.to(items.device)
+            items[redo] = self._generate(prompt_ids[redo], prompt_mask[redo])
+
+    @staticmethod
+    def _inject_ground_truth(items: torch.Tensor, targets: torch.Tensor) -> None:
+        """Put each prompt's target in the last slot of its group (in place) where no sample hit it."""
+        missing = ~(items == targets[:, None]).any(dim=1)  # [B]
+        items[missing, -1] = targets[missing]
+
+    def _rollout_metrics(self, items: torch.Tensor, targets: torch.Tensor, total: torch.Tensor,
+                         zero_variance: torch.Tensor, result) -> dict[str, float]:
+        """Reward, its spread, zero-variance groups, target hits (and mean rank), validity, per-function rewards."""
         hits = items == targets[:, None]  # [B, G]
         metrics = {
             "reward": total.mean().item(),
-            "reward_std": total.view(-1, group_size).std(dim=1).mean().item(),
+            "reward_std": total.view(-1, self.group.size).std(dim=1).mean().item(),
             "zero_variance_fraction": zero_variance.float().mean().item(),
             "target_hit_rate": hits.any(dim=1).float().mean().item(),
             "valid_fraction": (items >= 0).float().mean().item(),
@@ -336,19 +370,23 @@ class GRPOModule(pl.LightningModule):
         }
         if bool(hits.any()):
             metrics["target_rank"] = (hits.float().argmax(dim=1)[hits.any(dim=1)] + 1).float().mean().item()
-        if self.group.dynamic_sampling == "drop" and bool(zero_variance.any()) and not bool(zero_variance.all()):
-            keep = ~zero_variance
-            prompt_ids, prompt_mask, items = prompt_ids[keep], prompt_mask[keep], items[keep]
-            advantages = advantages.view(-1, group_size)[keep].flatten()
+        return metrics
+
+    def _completions(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids ``[B x G, C]`` of the items' responses and their mask (up to and including the first EOS)."""
         completions = self._device_trie(items.device).responses(items, self.tokenizer.pad_token_id).flatten(0, 1)  # [BG, C]
         is_eos = completions == self.trie.eos_token_id
         completion_mask = (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0  # up to and including the first EOS
-        ref_logp = None
-        if self.loss_options.beta > 0:
-            with reference_model(self.model, self.reference_copy) as reference:
-                ref_logp = completion_logprobs(reference, prompt_ids, prompt_mask, completions, group_size,
-                                               self.share_prompt)
-        return Rollout(prompt_ids, prompt_mask, completions, completion_mask, advantages, ref_logp), metrics
+        return completions, completion_mask
+
+    def _reference_logprobs(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                            completions: torch.Tensor) -> torch.Tensor | None:
+        """The reference model's completion log-probs, or None when ``beta`` is 0 (no KL term)."""
+        if not self.loss_options.beta > 0:
+            return None
+        with reference_model(self.model, self.reference_copy) as reference:
+            return completion_logprobs(reference, prompt_ids, prompt_mask, completions, self.group.size,
+                                       self.share_prompt)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> None:
