@@ -166,28 +166,58 @@ def prepare_dataset(reviews: str | Path, meta: str | Path, fmt: str, category: s
         DataValidationError: bad input (file and line named), an empty step, or an existing output.
         ValueError: an invalid option.
     """
-    if fmt not in formats.FORMATS:
-        raise ConfigurationError(f"unknown --format {fmt!r}; expected one of {formats.FORMATS}")
-    if options.split not in ("chronological", "leave-last-out"):
-        raise ConfigurationError(f"--split must be chronological or leave-last-out, got {options.split!r}")
+    _check_options(fmt, options)
     reviews, meta, output = Path(reviews), Path(meta), Path(output)
     check_output_free(output)
     start = month_start(options.start_month, "start_month") if options.start_month else None
     end = month_start(options.end_month, "end_month", offset=1) if options.end_month else None
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[name], clock = round(now - clock, 3), now
+    timer = _StepTimer()
 
     usable, meta_counts = usable_item_keys(meta, fmt, options, progress)
     log.info("metadata: %d records, %d items with a usable title", meta_counts["records"], len(usable))
-    lap("metadata pass 1")
+    timer.lap("metadata pass 1")
     bar = _Progress(progress, "reviews")
     data = collect(bar.wrap(formats.iter_reviews(reviews, fmt, bar.on_open)), start, end, options.min_rating, usable)
-    lap("read and filter reviews")
+    timer.lap("read and filter reviews")
+    steps = _filter_steps(reviews, data)
+    core = k_core(data, options.user_k, options.item_k)
+    timer.lap("k-core")
+    _record_core_step(reviews, core, options, steps)
+    seq = build_sequences(core.interactions)
+    windows = sliding_windows(seq, options.max_history)
+    splits = split_windows(seq, windows, options.split, options.split_ratio)
+    timer.lap("sequences, windows, split")
+    _check_splits(reviews, splits, options, len(windows))
+    metas = kept_item_meta(meta, fmt, seq.item_keys)
+    timer.lap("metadata pass 2")
+    sids = positional_sids(len(metas))
+    report = _report(category, fmt, reviews, meta, options, start, end, meta_counts, steps, core.rounds, seq, windows,
+                     splits, len(metas))
+    _write_staged(output, category, seq, windows, splits, metas, sids, report, before_commit, timer)
+    return report, timer.seconds
+
+
+class _StepTimer:
+    """Seconds per named step: each ``lap(name)`` records the time since the previous lap (or the start)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self._clock = round(now - self._clock, 3), now
+
+
+def _check_options(fmt: str, options: PrepareOptions) -> None:
+    if fmt not in formats.FORMATS:
+        raise ConfigurationError(f"unknown --format {fmt!r}; expected one of {formats.FORMATS}")
+    if options.split not in ("chronological", "leave-last-out"):
+        raise ConfigurationError(f"--split must be chronological or leave-last-out, got {options.split!r}")
+
+
+def _filter_steps(reviews: Path, data: Interactions) -> list[dict]:
+    """The interaction count after reading and after each drop reason (logged); raises if none is left."""
     steps, remaining = [{"step": "read", "interactions": data.num_read}], data.num_read
     for reason, count in data.dropped.items():
         remaining -= count
@@ -198,8 +228,11 @@ def prepare_dataset(reviews: str | Path, meta: str | Path, fmt: str, category: s
     if not len(data):
         raise _empty_error(reviews, "the filters", steps, "widen --start_month/--end_month, lower --min_rating, or check "
                            "that --meta describes the items of --reviews (same --format)")
-    core = k_core(data, options.user_k, options.item_k)
-    lap("k-core")
+    return steps
+
+
+def _record_core_step(reviews: Path, core, options: PrepareOptions, steps: list[dict]) -> None:
+    """Append (and log) the k-core's counts to ``steps``; raises if it left nothing."""
     steps.append({"step": f"{options.user_k}/{options.item_k}-core ({len(core.rounds)} rounds)", **core.interactions.counts()})
     log.info("%-40s %d interactions, %d users, %d items", steps[-1]["step"], steps[-1]["interactions"],
              steps[-1]["users"], steps[-1]["items"])
@@ -207,26 +240,28 @@ def prepare_dataset(reviews: str | Path, meta: str | Path, fmt: str, category: s
         raise _empty_error(reviews, f"the {options.user_k}/{options.item_k}-core", steps,
                            "fewer than k interactions per user/item remain in this window: widen the window or lower "
                            "--user_k/--item_k")
-    seq = build_sequences(core.interactions)
-    windows = sliding_windows(seq, options.max_history)
-    splits = split_windows(seq, windows, options.split, options.split_ratio)
-    lap("sequences, windows, split")
+
+
+def _check_splits(reviews: Path, splits: dict[str, np.ndarray], options: PrepareOptions, num_windows: int) -> None:
     empty = [name for name, rows in splits.items() if rows.size == 0]
     if empty:
-        raise DataValidationError(reviews, [f"the {options.split} split leaves {empty} empty ({len(windows)} windows)"],
+        raise DataValidationError(reviews, [f"the {options.split} split leaves {empty} empty ({num_windows} windows)"],
                                   fix="use more data (wider window, lower k) or another --split")
-    metas = kept_item_meta(meta, fmt, seq.item_keys)
-    lap("metadata pass 2")
-    sids = positional_sids(len(metas))
-    num_users, num_items, num_inter = seq.num_users, len(metas), int(seq.items.size)
+
+
+def _report(category: str, fmt: str, reviews: Path, meta: Path, options: PrepareOptions, start, end, meta_counts: dict,
+            steps: list[dict], k_core_rounds, seq: Sequences, windows: Windows, splits: dict[str, np.ndarray],
+            num_items: int) -> dict:
+    """The content of ``prepare_report.json`` (``sids``: positional until a ``before_commit`` hook replaces it)."""
+    num_users, num_inter = seq.num_users, int(seq.items.size)
     pairs = np.unique(np.stack([np.repeat(np.arange(num_users), np.diff(seq.offsets)), seq.items]), axis=1).shape[1]
-    report = {
+    return {
         "category": category, "format": fmt,
         "inputs": {"reviews": {"path": str(reviews), "bytes": reviews.stat().st_size},
                    "meta": {"path": str(meta), "bytes": meta.stat().st_size}},
         "options": {**asdict(options), "split_ratio": list(options.split_ratio)},
         "time_window_utc": [_iso(start) if start is not None else None, _iso(end) if end is not None else None],
-        "metadata": meta_counts, "steps": steps, "k_core_rounds": core.rounds,
+        "metadata": meta_counts, "steps": steps, "k_core_rounds": k_core_rounds,
         "final": {"users": num_users, "items": num_items, "interactions": num_inter,
                   "repeat_interactions": num_inter - int(pairs),
                   "sparsity": round(1.0 - num_inter / (num_users * num_items), 6),
@@ -234,6 +269,12 @@ def prepare_dataset(reviews: str | Path, meta: str | Path, fmt: str, category: s
         "splits": {name: _split_stats(seq, windows, rows, options.max_history) for name, rows in splits.items()},
         "sids": "positional (item id digits, no meaning); replace with embed-items + build-sids --rewrite_data",
     }
+
+
+def _write_staged(output: Path, category: str, seq: Sequences, windows: Windows, splits: dict[str, np.ndarray],
+                  metas: list[ItemMeta], sids: list[str], report: dict, before_commit: Callable[[Path], object] | None,
+                  timer: _StepTimer) -> None:
+    """Write the split CSVs, catalog and report into a staging folder (hook run inside), then commit it as ``output``."""
     staged = StagedOutput(output)
     try:
         titles = [m.title for m in metas]
@@ -241,16 +282,15 @@ def prepare_dataset(reviews: str | Path, meta: str | Path, fmt: str, category: s
             write_split_csv(staged.path(f"{name}/{category}.csv"), seq, windows, rows, titles, sids)
         write_catalog(staged, category, metas, sids)
         if before_commit is not None:
-            lap("write")
+            timer.lap("write")
             report["sids"] = before_commit(staged.root)
-            lap("build SIDs")
+            timer.lap("build SIDs")
         staged.write_text(REPORT_NAME, json.dumps(report, indent=2) + "\n")
         staged.commit()
     except BaseException:
         staged.discard()
         raise
-    lap("write" if before_commit is None else "write report")
-    return report, seconds
+    timer.lap("write" if before_commit is None else "write report")
 
 
 def format_summary(report: dict) -> str:
