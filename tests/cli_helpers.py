@@ -70,6 +70,27 @@ def run_cli(*args: str, cwd: Path = REPO, cache: Path | None = None, timeout: in
     return result
 
 
+def run_in_process(*args: str) -> subprocess.CompletedProcess:
+    """``rec_lightning.cli.main(ARGS)`` in this process (the entry point behind ``python -m rec_lightning``), as a
+    finished-process record: for the many variants of one error, after a real subprocess has checked the command
+    once (exit code and output as the user sees them). Logging is not captured, printed messages are."""
+    import contextlib
+    import io
+
+    from rec_lightning.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            if stop.code is not None and not isinstance(stop.code, int):
+                print(stop.code, file=err)
+    return subprocess.CompletedProcess(["rec_lightning", *args], code, out.getvalue(), err.getvalue())
+
+
 def write_short_run_config(folder: Path, max_steps: int = 8) -> Path:
     path = folder / "short_run.yaml"
     path.write_text(SHORT_RUN_YAML.format(max_steps=max_steps))

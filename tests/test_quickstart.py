@@ -57,8 +57,8 @@ def test_quickstart_cli_short_run_exports(tmp_path, cache):
 REAL_DATA = REPO.parent / "shared" / "data" / "Amazon"
 
 
-@pytest.mark.parametrize("data", ["demo", pytest.param("real", marks=pytest.mark.skipif(
-    not (REAL_DATA / "index").is_dir(), reason="real data absent"))])
+@pytest.mark.parametrize("data", ["demo", pytest.param("real", marks=[pytest.mark.slow, pytest.mark.skipif(
+    not (REAL_DATA / "index").is_dir(), reason="real data absent")])])
 def test_evaluate_on_the_final_checkpoint_reproduces_the_callbacks_rankings(tmp_path, cache, data):
     """Same weights, rows and beams: ``evaluate`` on the saved checkpoint returns, row by row, the items and
     scores the ranking callback found during fit, and so the same metrics. A barely trained model is used on

@@ -29,6 +29,7 @@ def demo_shop(tmp_path_factory) -> Path:
     return make_demo_data(tmp_path_factory.mktemp("shop") / "data", seed=3, num_users=120)
 
 
+@pytest.mark.slow  # 35 s: three fits and an evaluate (configs/ parse tests cover these recipes in the default tier)
 def test_industrial_recipes_run_unchanged_on_another_category(tmp_path, demo_shop, cache):
     cli(tmp_path, cache, "fit", "--config", str(REPO / "configs" / "industrial_cpu.yaml"),
         "--data.data_dir", str(demo_shop), "--trainer.max_time", "00:00:00:40", "--trainer.max_steps", "30",

@@ -12,7 +12,8 @@ import shlex
 import pytest
 from safetensors.torch import load_file
 
-from cli_helpers import QUICKSTART, REPO, assert_clean_error, describe, run_cli, short_fit_args, write_short_run_config
+from cli_helpers import (QUICKSTART, REPO, assert_clean_error, describe, run_cli, run_in_process, short_fit_args,
+                         write_short_run_config)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,7 @@ def test_ckpt_path_that_is_not_a_checkpoint_is_a_clear_error(tmp_path, cache):
     config = write_short_run_config(tmp_path)
     result = run_cli(*short_fit_args(config, "--ckpt_path", str(bad)), cwd=tmp_path, cache=cache)
     assert_clean_error(result, f"{bad}: not a readable Lightning checkpoint", "Fix:")
-    missing = run_cli(*short_fit_args(config, "--ckpt_path", str(tmp_path / "nope.ckpt")), cwd=tmp_path, cache=cache)
+    missing = run_in_process(*short_fit_args(config, "--ckpt_path", str(tmp_path / "nope.ckpt")))
     assert_clean_error(missing, "no such checkpoint file")
 
 

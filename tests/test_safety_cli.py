@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from cli_helpers import (assert_clean_error, cli_env, describe, folder_snapshot, run_cli, short_fit_args,
+from cli_helpers import (assert_clean_error, cli_env, describe, folder_snapshot, run_cli, run_in_process, short_fit_args,
                          write_short_run_config)
 
 
@@ -96,15 +96,13 @@ def test_second_evaluate_into_one_output_is_refused(tmp_path, trained, cache):
     output.mkdir()
     (output / ".rec_lightning.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
                                                             "command": "evaluate", "started": "now"}))
-    assert_clean_error(run_cli(*evaluate_args(checkpoint, output), cwd=tmp_path, cache=cache),
-                       "is being written by another run (evaluate, pid")
+    assert_clean_error(run_in_process(*evaluate_args(checkpoint, output)), "is being written by another run (evaluate, pid")
     (output / ".rec_lightning.lock").unlink()
     first = run_cli(*evaluate_args(checkpoint, output), cwd=tmp_path, cache=cache)
     assert first.returncode == 0, describe(first)
     assert "rows with no item from decoding: 0 of 8" in first.stdout
     results = (output / "eval_results.json").read_bytes()
-    assert_clean_error(run_cli(*evaluate_args(checkpoint, output), cwd=tmp_path, cache=cache),
-                       "already holds eval_results.json")
+    assert_clean_error(run_in_process(*evaluate_args(checkpoint, output)), "already holds eval_results.json")
     assert (output / "eval_results.json").read_bytes() == results and not (output / ".rec_lightning.lock").exists()
 
 
@@ -131,8 +129,10 @@ def overwrite_middle(path, size=4096):
     (lambda c: (c / "rec_lightning.json").write_text('{"format": "full",'), ["rec_lightning.json: not valid JSON (line 1"]),
 ])
 def test_damaged_checkpoint_is_named_in_a_clear_error(tmp_path, trained, cache, damage, phrases):
+    """Through ``cli.main`` in-process (the same entry point; the subprocess path of this error is checked by
+    the traceback test below and by the damaged-adapter tests)."""
     checkpoint = damaged_copy(tmp_path, trained, damage)
-    result = run_cli(*evaluate_args(checkpoint, tmp_path / "eval"), cwd=tmp_path, cache=cache)
+    result = run_in_process(*evaluate_args(checkpoint, tmp_path / "eval"))
     assert_clean_error(result, *phrases)
 
 
