@@ -9,9 +9,6 @@ Example: ``python -m rec_lightning prepare --reviews Industrial_and_Scientific.j
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-from pathlib import Path
 from typing import Literal
 
 from rec_lightning.commands.arguments import run_function
@@ -58,8 +55,15 @@ def prepare(reviews: str, meta: str, format: Literal["amazon2014", "amazon2018",
     options = PrepareOptions(user_k, item_k, start_month, end_month, min_rating, max_history, split,
                              tuple(split_ratio), max_title_words)
     try:
-        hook = None if build_sids is None else _sid_builder(category, build_sids, encoder, levels, codebook_size, seed,
-                                                              progress)
+        hook = None
+        if build_sids is not None:
+            from rec_lightning.data.raw.semantic_ids import semantic_id_builder
+
+            fit_rqvae = None
+            if build_sids == "rq-vae":
+                from rec_lightning.modules.rqvae import fit_rqvae
+            hook = semantic_id_builder(category, build_sids, encoder, levels, codebook_size, seed, progress,
+                                       fit_rqvae=fit_rqvae, echo=print)
         report, seconds = prepare_dataset(reviews, meta, format, category, output, options, progress, hook)
     except (DataValidationError, ValueError) as err:
         raise SystemExit(str(err)) from None
@@ -67,39 +71,6 @@ def prepare(reviews: str, meta: str, format: Literal["amazon2014", "amazon2018",
     print(f"wrote {output} in {sum(seconds.values()):.1f} s ({', '.join(f'{k} {v:.1f} s' for k, v in seconds.items())})")
     print(f"next: python -m rec_lightning check-data --data_dir {output} --category {category}")
     return report
-
-
-def _sid_builder(category: str, method: str, encoder: str, levels: int, codebook_size: int, seed: int,
-                 progress: bool):
-    """A ``before_commit`` hook: embed the staged items, build SIDs, move them over the positional ones."""
-
-    def build(staging: Path) -> dict:
-        from rec_lightning.data.item_embeddings import embed_items, format_summary as embedding_summary
-        from rec_lightning.sids.build import build_sids, format_report
-
-        fit_rqvae = None
-        if method == "rq-vae":
-            from rec_lightning.modules.rqvae import fit_rqvae
-
-        name = Path(encoder).name if Path(encoder).exists() else encoder.replace("/", "-")
-        embeddings = staging / "index" / f"{category}.emb-{name}.npy"
-        embedded, meta = embed_items(str(staging), category, str(embeddings), encoder=encoder, progress=progress)
-        print(embedding_summary(embedded, meta, collaborative_dim=0))
-        built = staging / ".sids"
-        sid_report = build_sids(str(embeddings), str(built), method=method, levels=levels, codebook_size=codebook_size,
-                                data_dir=str(staging), category=category, rewrite_data=True, seed=seed,
-                                progress=progress, fit_rqvae=fit_rqvae)
-        print(format_report(sid_report))
-        for path in sorted(p for p in built.rglob("*") if p.is_file()):
-            target = staging / path.relative_to(built)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)  # our own staged files: positional index/info/CSVs, same item.json
-        shutil.rmtree(built)
-        return {"method": method, "encoder": encoder, "embeddings": str(embeddings.relative_to(staging)),
-                "levels": levels, "codebook_size": codebook_size, "seed": seed,
-                "collision_rate_after": sid_report["collision_rate_after"], "report": "sid_report.json"}
-
-    return build
 
 
 def main(argv: list[str]) -> None:
