@@ -85,11 +85,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from rec_lightning.sids.collisions import sid_statistics
-    from rec_lightning.modules.rqvae import fit_rqvae
-    from rec_lightning.sids.build import RQVAEOptions, build_sids, format_report
     from rec_lightning.data.item_embeddings import embed_items, format_summary as embedding_summary
     from rec_lightning.files.layout import find_split_csv
+    from rec_lightning.modules.rqvae import fit_rqvae
+    from rec_lightning.sids.build import RQVAEOptions, build_sids, format_report
+    from rec_lightning.sids.collisions import sid_statistics
 
     data_dir, work = Path(args.data_dir), Path(args.work_dir)
     if not (data_dir / "index" / f"{args.category}.index.json").is_file():

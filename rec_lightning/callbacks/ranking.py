@@ -25,8 +25,8 @@ import lightning.pytorch as pl
 import torch
 
 from rec_lightning.errors import ConfigurationError
-from rec_lightning.evaluation.ranking import RankingEvaluator, write_results
 from rec_lightning.evaluation.metrics import DEFAULT_KS
+from rec_lightning.evaluation.ranking import RankingEvaluator, write_results
 
 log = logging.getLogger(__name__)
 

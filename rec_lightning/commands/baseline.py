@@ -93,8 +93,8 @@ def _scorer(args: Namespace, datamodule, num_columns: int):
 def run_baseline(args: Namespace) -> dict:
     """Fit or load the baseline, rank every row of the split, write and print the results."""
     from rec_lightning.data.item_sequences import ItemSequenceDataModule
-    from rec_lightning.evaluation.ranking import write_results
     from rec_lightning.evaluation.item_ranking import RankingResults, SIDRanker
+    from rec_lightning.evaluation.ranking import write_results
 
     datamodule = ItemSequenceDataModule(data_dir=args.data_dir, category=args.category)
     catalog = datamodule.catalog

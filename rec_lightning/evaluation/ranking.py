@@ -16,11 +16,11 @@ import torch
 import torch.distributed as dist
 from torchmetrics.aggregation import SumMetric
 
-from rec_lightning.generation.decoding import DecodingOutput, constrained_beam_search
 from rec_lightning.evaluation.metrics import DEFAULT_KS, RankingMetrics, metric_ks, target_ranks
-from rec_lightning.sids.codec import ItemCatalog
-from rec_lightning.generation.trie import SIDTrie
 from rec_lightning.files.atomic import write_json_atomic
+from rec_lightning.generation.decoding import DecodingOutput, constrained_beam_search
+from rec_lightning.generation.trie import SIDTrie
+from rec_lightning.sids.codec import ItemCatalog
 
 RESULTS_FILE = "eval_results.json"
 METRICS_FILE = "metrics.json"

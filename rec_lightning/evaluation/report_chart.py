@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from rec_lightning.files.atomic import write_atomic
 from rec_lightning.evaluation.reporting import RunSummary, metric_names
+from rec_lightning.files.atomic import write_atomic
 
 
 def chart_title(dataset: str | None, split: str | None, rows: int, num_beams: int) -> str:

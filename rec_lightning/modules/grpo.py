@@ -33,10 +33,10 @@ import lightning.pytorch as pl
 import torch
 
 from rec_lightning.data.collate import unpad_histories
-from rec_lightning.generation.decoding import constrained_beam_search, constrained_sample
 from rec_lightning.errors import ConfigurationError
+from rec_lightning.generation.decoding import constrained_beam_search, constrained_sample
 from rec_lightning.generation.logprobs import completion_logprobs
-from rec_lightning.rl.losses import LossType, RewardScaling, group_advantages, policy_loss
+from rec_lightning.generation.trie import SIDTrie
 from rec_lightning.modules.cf_reward import CollaborativeReward
 from rec_lightning.modules.export import load_for_inference, save_final_checkpoint
 from rec_lightning.modules.lora import LoraOptions, is_adapter_model, merge_adapter
@@ -44,8 +44,8 @@ from rec_lightning.modules.optim import OptimizerOptions, build_optimizer, time_
 from rec_lightning.modules.reference import PolicyMode, build_policy, reference_model, sync_reference
 from rec_lightning.modules.sft import _as, response_loss_sum
 from rec_lightning.prompts import NEXT_ITEM
+from rec_lightning.rl.losses import LossType, RewardScaling, group_advantages, policy_loss
 from rec_lightning.rl.rewards import RANK_AWARE, REWARDS, SemanticReward, combine_rewards
-from rec_lightning.generation.trie import SIDTrie
 
 log = logging.getLogger(__name__)
 MODEL_REWARDS = ("semantic", "cf")  # rewards backed by a model or matrix the user provides

@@ -14,8 +14,8 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from rec_lightning.sids.collisions import collision_rate
 from rec_lightning.sids.build import Quantised, RQVAEOptions
+from rec_lightning.sids.collisions import collision_rate
 from rec_lightning.sids.quantize import ResidualVectorQuantizer
 
 

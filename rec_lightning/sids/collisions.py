@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import torch
 
 from rec_lightning.errors import ConfigurationError
-from rec_lightning.sids.quantize import squared_distances
 from rec_lightning.sids.codec import LEVEL_LETTERS, format_sid
+from rec_lightning.sids.quantize import squared_distances
 
 EXTRA_LEVEL = "extra-level"
 REASSIGN = "reassign"
