@@ -6,8 +6,10 @@
     print(recommender.recommend([[12, 7, 301]], k=5, as_frame=True))
 
 It wires the pieces ``evaluate`` uses, in the same way, so its rankings are ``evaluate``'s for the
-same rows and beam width: the checkpoint's tokenizer (verified against the saved probes), the
-next-item prompt and category name recorded in ``rec_lightning.json``, the data module's
+same rows and beam width: the checkpoint loaded by the same loader
+(:func:`rec_lightning.modules.inference.load_checkpoint`: the checkpoint's tokenizer, verified against
+the saved probes, the item catalog it carries or the given data folder's, the next-item prompt and
+category name recorded in ``rec_lightning.json``), the data module's
 tokenization (prompts cut from the left at the recorded ``max_length``), left padding,
 :meth:`SIDTrie.from_catalog` and :func:`constrained_beam_search`. A history item is a catalog item
 id, a SID (``"<a_1><b_2><c_3>"``) or an exact title; anything else raises :class:`UnknownItemError`
@@ -99,39 +101,31 @@ class Recommender:
                         device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                         batch_size: int = 16, max_length: int | None = None, cache_dir: str | None = None,
                         renormalize: bool = False) -> "Recommender":
-        """Load a final checkpoint (adapter, merged export or full model) and its data's catalog.
+        """Load a final checkpoint (adapter, merged export or full model) with its item catalog.
 
         Args:
             checkpoint: ``final_checkpoint/`` or an ``export`` output.
-            data_dir: the MiniOneRec-layout folder the model was trained on (None: the demo data set).
+            data_dir: the MiniOneRec-layout folder the model was trained on (None: the catalog the checkpoint
+                carries in ``item_catalog.json``; a checkpoint written before it carried one needs ``data_dir``).
             category: its file-name category (None: the one recorded in the checkpoint, else the only one).
             device: ``"cpu"``, ``"cuda"``, ... (default: CPU).
             dtype: weight dtype (default: as saved).
             max_length: longest prompt (default: the training ``max_length`` recorded in the checkpoint).
-            cache_dir: where the demo data set lives (default ``$REC_LIGHTNING_CACHE``).
+            cache_dir: unused (the demo data set is no longer the default catalog); kept for compatibility.
 
         Raises:
             FileNotFoundError: ``checkpoint`` is not a checkpoint folder.
+            MissingCatalogError: no ``data_dir`` and the checkpoint carries no catalog.
             CheckpointMismatchError: the data's SID index or the tokenizer is not the checkpoint's.
         """
-        from rec_lightning.data.datamodule import RecDataModule
-        from rec_lightning.modules.export import load_for_inference, read_metadata
+        from rec_lightning.modules.inference import load_checkpoint
 
-        metadata = read_metadata(checkpoint) or {}
-        if category is None and data_dir is not None:
-            from rec_lightning.files.layout import available_categories
-
-            recorded = metadata.get("category")
-            category = recorded if recorded in available_categories(data_dir) else None
-        datamodule = RecDataModule(data_dir=data_dir, category=category, category_name=metadata.get("category_name"),
-                                   tokenizer=str(checkpoint), cache_dir=cache_dir)
-        if data_dir is None:
-            datamodule.prepare_data()  # the demo data set, generated once into the cache
-        catalog = datamodule.catalog
-        model, tokenizer, metadata = load_for_inference(checkpoint, dtype=dtype, device=device, catalog=catalog)
-        return cls(model, tokenizer, catalog, next_item_task=metadata.get("next_item_task", NEXT_ITEM),
-                   category_name=datamodule.category_name, max_length=max_length or metadata.get("max_length", 512),
-                   batch_size=batch_size, renormalize=renormalize)
+        loaded = load_checkpoint(checkpoint, data_dir=data_dir, category=category, max_length=max_length,
+                                 device=device, dtype=dtype)
+        settings = loaded.settings
+        return cls(loaded.model, loaded.tokenizer, loaded.catalog, next_item_task=settings.next_item_task,
+                   category_name=settings.category_name, max_length=settings.max_length, batch_size=batch_size,
+                   renormalize=renormalize)
 
     # ------------------------------------------------------------------ histories
     def resolve_item(self, value: HistoryItem, user: int = 0, position: int = 0) -> int:

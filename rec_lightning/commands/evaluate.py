@@ -33,7 +33,8 @@ def build_parser() -> SuggestingParser:
     parser = command_parser("evaluate", __doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="final_checkpoint/ folder, export output or HF folder")
     parser.add_argument("--data_dir", default=None, help="MiniOneRec-layout folder (default: the demo data set)")
-    parser.add_argument("--category", default=None, help="file-name category (default: the only one present)")
+    parser.add_argument("--category", default=None, help="file-name category (default: the one recorded in the "
+                        "checkpoint if the folder holds it, else the only one present)")
     parser.add_argument("--category_name", default=None, help="words used in prompts (default: from the checkpoint "
                         "metadata, else derived from the category)")
     parser.add_argument("--next_item_task", default=None, help="the next-item prompt (default: the one recorded in "
@@ -116,23 +117,21 @@ def check_empty_rows(records: list, metrics: dict, limit: float = EMPTY_ROWS_LIM
 
 def evaluate(fabric, args: Namespace) -> dict:
     """Decode this process's share of the split, then (on rank 0) write and print the results."""
-    from rec_lightning.data.datamodule import RecDataModule
+    from rec_lightning.data.datamodule import RecDataModule, demo_data_dir
     from rec_lightning.evaluation.ranking import RankingEvaluator, write_results
-    from rec_lightning.modules.export import load_for_inference, read_metadata
-    from rec_lightning.prompts import NEXT_ITEM
+    from rec_lightning.modules.inference import load_checkpoint
 
-    metadata = read_metadata(args.checkpoint) or {}
-    datamodule = RecDataModule(data_dir=args.data_dir, category=args.category,
-                               category_name=args.category_name or metadata.get("category_name"),
-                               tokenizer=str(args.checkpoint),
-                               max_length=args.max_length or metadata.get("max_length", 512),
-                               next_item_task=args.next_item_task or metadata.get("next_item_task", NEXT_ITEM),
-                               eval_batch_size=args.batch_size)
-    if args.data_dir is None and fabric.is_global_zero:
-        datamodule.prepare_data()
+    data_dir = args.data_dir
+    if data_dir is None:  # the demo data set, generated once into the cache by the first process
+        data_dir = str(demo_data_dir(create=fabric.is_global_zero))
     fabric.barrier()
-    catalog = datamodule.catalog
-    model, tokenizer, _ = load_for_inference(args.checkpoint, dtype=args.dtype, device=fabric.device, catalog=catalog)
+    loaded = load_checkpoint(args.checkpoint, data_dir=data_dir, category=args.category,
+                             category_name=args.category_name, next_item_task=args.next_item_task,
+                             max_length=args.max_length, dtype=args.dtype, device=fabric.device)
+    model, tokenizer, catalog = loaded.model, loaded.tokenizer, loaded.catalog
+    datamodule = RecDataModule(data_dir=data_dir, tokenizer=str(args.checkpoint), eval_batch_size=args.batch_size,
+                               **loaded.settings.as_dict())
+    datamodule.use_tokenizer(tokenizer)  # the checkpoint's, loaded once
     evaluator = RankingEvaluator(catalog, tokenizer.get_vocab(), tokenizer.eos_token_id, args.num_beams, args.ks,
                                  args.renormalize, keep_predictions=True).to(fabric.device)
     loader = datamodule.generation_dataloader(args.split, limit=args.limit, seed=args.seed)

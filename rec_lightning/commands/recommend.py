@@ -3,8 +3,10 @@
     python -m rec_lightning recommend --checkpoint outputs/quickstart/final_checkpoint --history 12,7,301 [--k 10]
 
 A history is comma-separated item ids, SIDs or exact titles, oldest first; repeat ``--history`` for
-more users. ``--data_dir``/``--category`` name the data the model was trained on (default: the demo
-data set). ``--json FILE`` also writes the rankings (atomically).
+more users. The items come from the catalog the checkpoint carries (``item_catalog.json``), so no data
+folder is needed; ``--data_dir``/``--category`` use the data the model was trained on instead (checked
+against the checkpoint's SID index; needed for checkpoints written before they carried their catalog).
+``--json FILE`` also writes the rankings (atomically).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ def build_parser() -> SuggestingParser:
                         help="comma-separated item ids, SIDs or titles, oldest first (repeat for more users)")
     parser.add_argument("--k", type=int, default=10, help="items shown per user (default: 10)")
     parser.add_argument("--num_beams", type=int, default=None, help="beam width (default: --k)")
-    parser.add_argument("--data_dir", default=None, help="MiniOneRec-layout folder (default: the demo data set)")
+    parser.add_argument("--data_dir", default=None, help="MiniOneRec-layout folder the model was trained on (default: the "
+                        "catalog the checkpoint carries; required for checkpoints without item_catalog.json)")
     parser.add_argument("--category", default=None, help="file-name category (default: the checkpoint's)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cpu)")
     parser.add_argument("--dtype", default=None, help="bfloat16, float16, float32 (default: as saved)")

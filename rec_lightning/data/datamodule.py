@@ -61,6 +61,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("REC_LIGHTNING_CACHE", Path.home() / ".cache" / "rec_lightning"))
 
 
+def demo_data_dir(cache_dir: str | Path | None = None, seed: int = 0, num_users: int = 500, create: bool = False) -> Path:
+    """The folder of the generated demo data set (``data_dir=None``) in ``cache_dir``; ``create`` generates it if missing."""
+    folder = (Path(cache_dir) if cache_dir else default_cache_dir()) / "demo" / f"seed{seed}-users{num_users}"
+    if create and not (folder / "index").is_dir():
+        log.info("generating the demo data set in %s", folder)
+        make_demo_data(folder, seed=seed, num_users=num_users)
+    return folder
+
+
 class RecDataModule(pl.LightningDataModule):
     """SID-tokenized sequences of one category in the MiniOneRec layout.
 
@@ -166,7 +175,7 @@ class RecDataModule(pl.LightningDataModule):
     def data_dir(self) -> Path:
         if self.hparams.data_dir is not None:
             return Path(self.hparams.data_dir).expanduser()
-        return self.cache_dir / "demo" / f"seed{self.hparams.demo_seed}-users{self.hparams.demo_num_users}"
+        return demo_data_dir(self.cache_dir, self.hparams.demo_seed, self.hparams.demo_num_users)
 
     @property
     def category(self) -> str:
@@ -240,6 +249,12 @@ class RecDataModule(pl.LightningDataModule):
             self._sid_token_ids = add_sid_tokens(tokenizer, self.catalog.sid_tokens)
             self._tokenizer = tokenizer
         return self._tokenizer
+
+    def use_tokenizer(self, tokenizer) -> None:
+        """Use an already loaded tokenizer (e.g. a checkpoint's, loaded once for inference) instead of loading
+        ``tokenizer`` again; the catalog's SID tokens are added if missing."""
+        self._sid_token_ids = add_sid_tokens(tokenizer, self.catalog.sid_tokens)
+        self._tokenizer = tokenizer
 
     @property
     def sid_token_ids(self) -> list[int]:

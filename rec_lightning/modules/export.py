@@ -10,6 +10,10 @@ A ``final_checkpoint/`` folder is either
 ``rec_lightning.json`` records the base, the fine-tuning options, the vocabulary and the SID index
 checksum, so loading onto a different vocabulary or SID index fails with a message that says what
 to do instead of producing silently wrong rankings.
+
+``item_catalog.json`` carries the item catalog the model was trained on (SID index, titles, checksum),
+so inference needs no data folder (:func:`read_item_catalog`). Checkpoints written before it existed
+have none: they need the data folder they were trained on.
 """
 
 from __future__ import annotations
@@ -26,12 +30,16 @@ import torch
 
 import rec_lightning
 from rec_lightning.data.tokenizer import load_tokenizer, save_tokenizer, verify_saved_tokenizer
-from rec_lightning.errors import CorruptFileError, OutputExistsError, RecLightningError
+from rec_lightning.errors import CorruptFileError, DataValidationError, OutputExistsError, RecLightningError
+from rec_lightning.files.atomic import write_json_atomic
 from rec_lightning.modules.adapter_card import write_adapter_card
 from rec_lightning.modules.backbone import BackboneOptions, add_sid_tokens, build_backbone
 from rec_lightning.modules.lora import base_without_adapter, is_adapter_model, load_adapter, merge_adapter, save_adapter
 
 METADATA_FILE = "rec_lightning.json"
+#: The item catalog (SID index, titles, checksum) a final checkpoint carries, so inference needs no data folder.
+CATALOG_FILE = "item_catalog.json"
+CATALOG_FORMAT = "rec_lightning.item_catalog/1"
 #: Written into every ``export`` output: ``export --overwrite`` replaces only folders holding it.
 EXPORT_MARKER = ".rec_lightning_export"
 BASE_DIR = "base"
@@ -60,7 +68,7 @@ def build_metadata(backbone: BackboneOptions, finetune: dict[str, Any], tokenize
 
 
 def save_final_checkpoint(model, tokenizer, output_dir: str | Path, metadata: dict[str, Any],
-                          with_embeddings: bool = False) -> Path:
+                          with_embeddings: bool = False, catalog=None) -> Path:
     """Write ``output_dir`` atomically (staged beside it, then renamed into place).
 
     Args:
@@ -70,6 +78,8 @@ def save_final_checkpoint(model, tokenizer, output_dir: str | Path, metadata: di
         metadata: from :func:`build_metadata`.
         with_embeddings: also store the full resized embedding matrices in the adapter (portable to
             plain PEFT; about ``2 x vocab x hidden`` more bytes).
+        catalog: the :class:`~rec_lightning.sids.codec.ItemCatalog` the model was trained on, written as
+            ``item_catalog.json`` (its checksum must be the metadata's ``sid_index_checksum``).
 
     Returns:
         ``output_dir`` as a Path.
@@ -93,6 +103,8 @@ def save_final_checkpoint(model, tokenizer, output_dir: str | Path, metadata: di
             metadata["format"] = "full"
             metadata["base_dir"] = None
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        if catalog is not None:
+            write_item_catalog(staging, catalog, metadata.get("sid_index_checksum"))
         if "exported_from" in metadata:
             (staging / EXPORT_MARKER).write_text(metadata["exported_from"] + "\n")
         save_tokenizer(tokenizer, staging, metadata["sid_tokens"])  # last: proves the folder reloads it identically
@@ -149,6 +161,103 @@ def read_metadata(checkpoint_dir: str | Path) -> dict[str, Any] | None:
     raise FileNotFoundError(f"{checkpoint_dir} is not a checkpoint folder: it has no {METADATA_FILE} and no "
                             "config.json. Fix: pass the final_checkpoint/ folder written at the end of fit "
                             "(OUTPUT/final_checkpoint) or a folder written by `python -m rec_lightning export`")
+
+
+_CATALOG_FIX = ("Fix: restore the file from the run that wrote it (or re-export the checkpoint), or pass the data "
+                "folder the model was trained on (--data_dir DIR, data_dir= in Python), which is then used instead")
+
+
+class MissingCatalogError(RecLightningError, FileNotFoundError):
+    """A checkpoint carries no item catalog (written before catalogs travelled with the model) and no data folder was given."""
+
+
+def catalog_payload(catalog) -> dict[str, Any]:
+    """The content of ``item_catalog.json``: the SID index (as in ``index.json``), the titles and the checksum."""
+    return {"format": CATALOG_FORMAT, "checksum": catalog.checksum(), "num_items": len(catalog),
+            "source": str(catalog.source),
+            "index": {str(item.item_id): list(item.tokens) for item in catalog},
+            "titles": {str(item.item_id): item.title for item in catalog}}
+
+
+def write_item_catalog(directory: str | Path, catalog, expected_checksum: str | None = None) -> Path:
+    """Write ``directory/item_catalog.json`` atomically: one line of JSON, about 130 bytes per item with titles
+    (474 KB for Industrial_and_Scientific's 3,686 items).
+
+    Raises:
+        CheckpointMismatchError: ``catalog`` is not the SID index ``expected_checksum`` names.
+    """
+    payload = catalog_payload(catalog)
+    if expected_checksum is not None and payload["checksum"] != expected_checksum:
+        raise CheckpointMismatchError(f"the item catalog ({catalog.source}) has checksum {payload['checksum'][:12]}..., "
+                                      f"but the model was trained on {expected_checksum[:12]}.... Fix: save the "
+                                      "checkpoint with the catalog of the data it was trained on")
+    return write_json_atomic(Path(directory) / CATALOG_FILE, payload, indent=None)
+
+
+def read_item_catalog(checkpoint_dir: str | Path, metadata: dict[str, Any] | None = None):
+    """The :class:`~rec_lightning.sids.codec.ItemCatalog` a checkpoint carries, validated; None if it has none.
+
+    Args:
+        checkpoint_dir: a final checkpoint or ``export`` output.
+        metadata: its ``rec_lightning.json`` (read if not given); the catalog must have its ``sid_index_checksum``.
+
+    Raises:
+        CorruptFileError: the file is not valid JSON, lacks a field, holds a malformed SID, or its items do not
+            match its checksum or the checkpoint's, naming the file and the fix.
+    """
+    from rec_lightning.sids.codec import ItemCatalog
+
+    path = Path(checkpoint_dir) / CATALOG_FILE
+    if not path.exists():
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f"line {err.lineno}, column {err.colno}: {err.msg}" if isinstance(err, json.JSONDecodeError) else str(err)
+        raise CorruptFileError(f"{path}: not valid JSON ({where}). {_CATALOG_FIX}") from None
+
+    def bad(problem: str) -> CorruptFileError:
+        return CorruptFileError(f"{path}: {problem}. {_CATALOG_FIX}")
+
+    if not isinstance(payload, dict):
+        raise bad(f"expected a JSON object, found {type(payload).__name__}")
+    if payload.get("format") != CATALOG_FORMAT:
+        raise bad(f"format is {payload.get('format')!r}, expected {CATALOG_FORMAT!r}")
+    index, titles, checksum = payload.get("index"), payload.get("titles"), payload.get("checksum")
+    if not isinstance(index, dict) or not isinstance(titles, dict) or not isinstance(checksum, str):
+        raise bad("expected the fields 'index' (object), 'titles' (object) and 'checksum' (string)")
+    try:
+        parsed = {}
+        for key, tokens in index.items():
+            if not key.isdigit() or not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+                raise bad(f"index entry {key!r}: expected an item id and a list of SID tokens, got {tokens!r}")
+            parsed[int(key)] = tokens
+        if any(not key.isdigit() or not isinstance(title, str) for key, title in titles.items()):
+            raise bad("'titles' must map item ids to strings")
+        catalog = ItemCatalog(parsed, {int(key): title for key, title in titles.items()}, source=str(path))
+    except DataValidationError as err:
+        raise bad(f"invalid SID index ({str(err).splitlines()[0]})") from None
+    if catalog.checksum() != checksum:
+        raise bad(f"its {len(catalog)} items do not match its checksum {checksum[:12]}... (the file was edited or "
+                  "damaged)")
+    if metadata is None:
+        metadata = read_metadata(checkpoint_dir) or {}
+    expected = (metadata or {}).get("sid_index_checksum")
+    if expected is not None and expected != checksum:
+        raise bad(f"it holds the SID index {checksum[:12]}..., but {METADATA_FILE} says the model was trained on "
+                  f"{expected[:12]}... (a catalog of another checkpoint)")
+    return catalog
+
+
+def require_item_catalog(checkpoint_dir: str | Path, metadata: dict[str, Any] | None = None):
+    """:func:`read_item_catalog`, or a :class:`MissingCatalogError` that says to pass the data folder."""
+    catalog = read_item_catalog(checkpoint_dir, metadata)
+    if catalog is None:
+        raise MissingCatalogError(
+            f"{checkpoint_dir} carries no item catalog ({CATALOG_FILE}): it was written before checkpoints carried "
+            "their catalog, or the file was removed, so the items it recommends are unknown. Fix: pass the data "
+            "folder the model was trained on: --data_dir DIR [--category C] (data_dir=DIR in Python)")
+    return catalog
 
 
 WEIGHT_FILES = {"adapter": "adapter_model.safetensors", "full": "model.safetensors"}
@@ -299,7 +408,8 @@ def export_portable_adapter(checkpoint_dir: str | Path, output_dir: str | Path) 
     if not is_adapter_model(model):
         return export_merged(checkpoint_dir, output_dir)
     metadata = {**metadata, "exported_from": str(Path(checkpoint_dir).resolve())}
-    return save_final_checkpoint(model, tokenizer, output_dir, metadata, with_embeddings=True)
+    return save_final_checkpoint(model, tokenizer, output_dir, metadata, with_embeddings=True,
+                                 catalog=read_item_catalog(checkpoint_dir, metadata))
 
 
 def export_merged(checkpoint_dir: str | Path, output_dir: str | Path, dtype: str | None = None) -> Path:
@@ -312,7 +422,8 @@ def export_merged(checkpoint_dir: str | Path, output_dir: str | Path, dtype: str
     merged = merge_adapter(model)
     metadata = {**metadata, "exported_from": str(Path(checkpoint_dir).resolve())} if metadata else {}
     if metadata:
-        return save_final_checkpoint(merged, tokenizer, output_dir, metadata)
+        return save_final_checkpoint(merged, tokenizer, output_dir, metadata,
+                                     catalog=read_item_catalog(checkpoint_dir, metadata))
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))

@@ -38,7 +38,8 @@ from rec_lightning.generation.decoding import constrained_beam_search, constrain
 from rec_lightning.generation.logprobs import completion_logprobs
 from rec_lightning.generation.trie import SIDTrie
 from rec_lightning.modules.cf_reward import CollaborativeReward
-from rec_lightning.modules.export import load_for_inference, save_final_checkpoint
+from rec_lightning.modules.export import save_final_checkpoint
+from rec_lightning.modules.inference import load_checkpoint
 from rec_lightning.modules.lora import LoraOptions, is_adapter_model, merge_adapter
 from rec_lightning.modules.optim import OptimizerOptions, build_optimizer, time_budget_fraction
 from rec_lightning.modules.reference import PolicyMode, build_policy, reference_model, sync_reference
@@ -202,6 +203,7 @@ class GRPOModule(pl.LightningModule):
         self.reference_copy = None
         self.tokenizer = None
         self.trie: SIDTrie | None = None
+        self.catalog = None  # the SFT data's ItemCatalog, carried into the final checkpoint
         self.test_step_fn = None
         self._buffer: list[Rollout] = []
         self._generator: torch.Generator | None = None
@@ -235,8 +237,9 @@ class GRPOModule(pl.LightningModule):
         if datamodule is None:
             raise RuntimeError("GRPOModule needs a RecDataModule (train_format='prompts') passed to Trainer.fit, or "
                                "call module.build(sft_model, tokenizer, catalog) first")
-        model, tokenizer, metadata = load_for_inference(self.sft_checkpoint, catalog=datamodule.catalog)
-        trained_on = metadata.get("next_item_task", NEXT_ITEM)
+        loaded = load_checkpoint(self.sft_checkpoint, catalog=datamodule.catalog)  # checked against the SFT index
+        model, tokenizer, metadata = loaded.model, loaded.tokenizer, loaded.metadata
+        trained_on = loaded.settings.next_item_task
         if getattr(datamodule, "next_item_task", NEXT_ITEM) != trained_on:
             raise ConfigurationError(f"the SFT checkpoint was trained with next_item_task={trained_on!r}, but the data module "
                              f"uses {datamodule.next_item_task!r}: set data.next_item_task to {trained_on!r}, so GRPO "
@@ -485,4 +488,4 @@ class GRPOModule(pl.LightningModule):
         """Write the policy as a full model (the merged SFT + RL weights), tokenizer and metadata."""
         metadata = {**self._sft_metadata, "stage": "grpo", "sft_checkpoint": str(self.sft_checkpoint),
                     "grpo": {k: v for k, v in self.hparams.items() if k != "sft_checkpoint"}}
-        return save_final_checkpoint(self.merged_policy(), self.tokenizer, directory, metadata)
+        return save_final_checkpoint(self.merged_policy(), self.tokenizer, directory, metadata, catalog=self.catalog)

@@ -104,6 +104,7 @@ class SFTModule(pl.LightningModule):
         self.sid_token_ids: list[int] = []
         self.embedding_rows = 0
         self.sid_index_checksum: str | None = None
+        self.catalog = None  # the data's ItemCatalog, carried in the final checkpoint (item_catalog.json)
         self.test_step_fn: TestStepFn | None = None
         self.data_settings: dict[str, Any] = {}
         self._val_loss_sum = torch.zeros((), dtype=torch.float64)
@@ -121,19 +122,22 @@ class SFTModule(pl.LightningModule):
             raise RuntimeError("SFTModule needs a data module with .tokenizer and .catalog to build its model: "
                                "pass datamodule=RecDataModule(...) to Trainer.fit, or call module.build(tokenizer, "
                                "sid_tokens) first")
-        self.build(datamodule.tokenizer, datamodule.catalog.sid_tokens, datamodule.catalog.checksum())
+        self.build(datamodule.tokenizer, datamodule.catalog.sid_tokens, datamodule.catalog.checksum(),
+                   catalog=datamodule.catalog)
         # recorded in the final checkpoint, so evaluation renders the same prompts
         self.data_settings = {"category": datamodule.category, "category_name": datamodule.category_name,
                               "max_length": datamodule.max_length,
                               "next_item_task": getattr(datamodule, "next_item_task", NEXT_ITEM)}
 
-    def build(self, tokenizer, sid_tokens: list[str], sid_index_checksum: str | None = None) -> None:
+    def build(self, tokenizer, sid_tokens: list[str], sid_index_checksum: str | None = None, catalog=None) -> None:
         """Load or build the LM, add the SID rows and apply the fine-tuning mode.
 
         Args:
             tokenizer: the data's tokenizer (SID tokens are added if missing).
             sid_tokens: e.g. ``catalog.sid_tokens``.
             sid_index_checksum: ``catalog.checksum()``, recorded in the final checkpoint.
+            catalog: the data's ``ItemCatalog``, carried in the final checkpoint (``item_catalog.json``) so
+                inference needs no data folder; its checksum is used when ``sid_index_checksum`` is None.
         """
         if self.backbone_options.from_scratch:  # the config's vocabulary covers the SID tokens: random rows like all
             add_sid_tokens_to_tokenizer(tokenizer, sid_tokens)
@@ -148,7 +152,9 @@ class SFTModule(pl.LightningModule):
         self.sid_tokens = list(sid_tokens)
         self.sid_token_ids = report.sid_token_ids
         self.embedding_rows = report.new_num_rows
-        self.sid_index_checksum = sid_index_checksum
+        self.sid_index_checksum = sid_index_checksum if sid_index_checksum is not None or catalog is None \
+            else catalog.checksum()
+        self.catalog = catalog
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary logits ``[B, L, V]`` (for inspection; training uses response positions only)."""
@@ -273,8 +279,9 @@ class SFTModule(pl.LightningModule):
                               self.embedding_rows, self.sid_index_checksum, stage="sft", **self.data_settings)
 
     def save_final_checkpoint(self, directory: str | Path) -> Path:
-        """Write the PEFT adapter (or full model), tokenizer and ``rec_lightning.json`` to ``directory``."""
-        return save_final_checkpoint(self.model, self.tokenizer, directory, self.final_checkpoint_metadata())
+        """Write the PEFT adapter (or full model), tokenizer, ``rec_lightning.json`` and the item catalog to ``directory``."""
+        return save_final_checkpoint(self.model, self.tokenizer, directory, self.final_checkpoint_metadata(),
+                                     catalog=self.catalog)
 
 
 def _rng_states() -> dict[str, Any]:
