@@ -130,3 +130,115 @@ def test_import_is_cheap_and_exports_the_notebook_names():
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["rec_lightning.recommend", "SFTModule"]
+
+
+@pytest.fixture(scope="module")
+def other_data_checkpoint(tmp_path_factory):
+    """A model fitted (2 steps, the quickstart's model) on a data folder that is not the demo data set: another
+    seed and catalog shape, category name and max_length of its own. (checkpoint, data dir)."""
+    import lightning.pytorch as pl
+    import yaml
+
+    from rec_lightning.data.datamodule import RecDataModule
+    from rec_lightning.data.demo import make_demo_data
+    from rec_lightning.modules.sft import SFTModule
+
+    root = tmp_path_factory.mktemp("other_data")
+    data_dir = make_demo_data(root / "data", seed=7, num_users=30, num_topics=5)
+    model_args = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())["model"]["init_args"]
+    datamodule = RecDataModule(data_dir=str(data_dir), category_name="garden tools", batch_size=16, max_length=200,
+                               cache_dir=str(root / "cache"))
+    pl.seed_everything(0)
+    module = SFTModule(**model_args)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(root))
+    trainer.fit(module, datamodule=datamodule)
+    return module.save_final_checkpoint(root / "final_checkpoint"), data_dir
+
+
+def test_checkpoint_of_other_data_is_served_without_data_dir(other_data_checkpoint, tmp_path):
+    """No --data_dir: the catalog the checkpoint carries, not the demo data set (none is generated)."""
+    from rec_lightning import Recommender
+    from rec_lightning.sids.codec import ItemCatalog
+
+    checkpoint, data_dir = other_data_checkpoint
+    catalog = ItemCatalog.from_data_dir(data_dir, "Demo_Shop")
+    assert (checkpoint / "item_catalog.json").is_file()
+    from_folder = Recommender.from_checkpoint(checkpoint, data_dir=str(data_dir))  # the data folder, checked
+    history = catalog.item_ids[:3]
+    expected = from_folder.recommend([history], k=5)[0]
+    assert from_folder.category_name == "garden tools" and from_folder.max_length == 200
+    empty_cache = tmp_path / "cache"
+    out = run("recommend", "--checkpoint", str(checkpoint), "--history", ",".join(map(str, history)), "--k", "5",
+              cwd=tmp_path, REC_LIGHTNING_CACHE=str(empty_cache)).stdout
+    assert f'user 0: history {history[0]} "{catalog.title_of(history[0])}"' in out
+    for rank, (item_id, sid, title) in enumerate(zip(expected.item_ids, expected.sids, expected.titles), start=1):
+        assert re.search(rf"^\s+{rank}\s+{item_id}\s+{re.escape(sid)}\s+-?\d+\.\d{{4}}\s+{re.escape(title)}$",
+                         out, re.M), (rank, out)
+    assert not (empty_cache / "demo").exists()
+    carried = Recommender.from_checkpoint(checkpoint)
+    assert carried.catalog.checksum() == catalog.checksum() and carried.category_name == "garden tools"
+    assert carried.recommend([history], k=5)[0].sids == expected.sids
+
+
+def test_old_checkpoint_without_catalog_needs_data_dir(trained, tmp_path):
+    """A checkpoint written before catalogs travelled (no item_catalog.json): --data_dir as before, else a clear error."""
+    from cli_helpers import assert_clean_error, run_in_process
+
+    checkpoint, data_dir, _ = trained
+    assert (checkpoint / "item_catalog.json").is_file()  # fit writes it
+    old = tmp_path / "old_checkpoint"
+    shutil.copytree(checkpoint, old)
+    (old / "item_catalog.json").unlink()
+    result = run("recommend", "--checkpoint", str(old), "--history", "1,2", expect_ok=False)
+    assert_clean_error(result, "carries no item catalog (item_catalog.json)", "Fix: pass the data folder the model "
+                       "was trained on: --data_dir DIR")
+    served = run_in_process("recommend", "--checkpoint", str(old), "--data_dir", str(data_dir), "--history", "1,2",
+                            "--k", "3")
+    assert served.returncode == 0 and "user 0: history 1" in served.stdout, served.stderr
+    (old / "item_catalog.json").write_text('{"format": ')  # damaged: named, with the fix
+    damaged = run_in_process("recommend", "--checkpoint", str(old), "--history", "1,2")
+    assert damaged.returncode == 1 and "item_catalog.json: not valid JSON" in damaged.stderr
+    assert "--data_dir" in damaged.stderr
+
+
+def test_evaluate_and_recommend_resolve_the_same_settings(trained, tmp_path, monkeypatch):
+    """One loader, one rule: explicit > recorded in rec_lightning.json > default; evaluate loads the tokenizer once."""
+    import transformers
+
+    from rec_lightning import Recommender
+    from rec_lightning.cli import main as cli_main
+    from rec_lightning.modules import inference
+    from rec_lightning.modules.export import read_metadata
+
+    checkpoint, data_dir, _ = trained
+    metadata = read_metadata(checkpoint)
+    resolved = []
+    original_load = inference.load_checkpoint
+
+    def recording_load(*args, **kwargs):
+        loaded = original_load(*args, **kwargs)
+        resolved.append(loaded.settings)
+        return loaded
+
+    monkeypatch.setattr(inference, "load_checkpoint", recording_load)
+    loads = []
+    original_tokenizer = transformers.AutoTokenizer.from_pretrained
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                        lambda *a, **k: loads.append(a[0]) or original_tokenizer(*a, **k))
+    cli_main(["evaluate", "--checkpoint", str(checkpoint), "--data_dir", str(data_dir), "--split", "test",
+              "--num_beams", "2", "--ks", "1", "2", "--limit", "4", "--output", str(tmp_path / "eval"),
+              "--accelerator", "cpu"])
+    assert loads == [str(checkpoint)]  # evaluate: the checkpoint's tokenizer, loaded once
+    Recommender.from_checkpoint(checkpoint, data_dir=str(data_dir))
+    Recommender.from_checkpoint(checkpoint)
+    assert resolved[0] == resolved[1] == resolved[2]
+    assert resolved[0].as_dict() == {key: metadata[key] for key in ("category", "category_name", "next_item_task",
+                                                                      "max_length")}
+    # the rule itself
+    assert inference.resolve_data_settings(metadata, data_dir, max_length=64, category_name="tools").as_dict() == \
+        {**resolved[0].as_dict(), "max_length": 64, "category_name": "tools"}
+    assert inference.resolve_data_settings({}).as_dict() == {"category": None, "category_name": "items",
+                                                             "next_item_task": "sid_history_to_sid", "max_length": 512}
+    with pytest.raises(ValueError, match="without a data folder.*Fix: pass --data_dir"):
+        inference.resolve_data_settings(metadata, category="Other_Shop")

@@ -22,8 +22,9 @@ from rec_lightning.modules.lora import LoraOptions, apply_finetuning
 from rec_lightning.sids.codec import ItemCatalog
 
 
-def trained_checkpoint(folder, mode: str = "lora", tied: bool = False):
-    """A tiny model whose trainable weights were perturbed, saved as a final checkpoint."""
+def trained_checkpoint(folder, mode: str = "lora", tied: bool = False, with_catalog: bool = False):
+    """A tiny model whose trainable weights were perturbed, saved as a final checkpoint (``with_catalog``: carrying
+    its item catalog, as fit writes it)."""
     tokenizer = make_tokenizer()
     options = tiny_options(tied=tied)
     model = build_backbone(options, tokenizer)
@@ -34,10 +35,10 @@ def trained_checkpoint(folder, mode: str = "lora", tied: bool = False):
         for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.add_(0.05 * torch.randn_like(parameter))
-    catalog = ItemCatalog({0: SID_TOKENS[0:12:4], 1: SID_TOKENS[1:12:4]})
+    catalog = ItemCatalog({0: SID_TOKENS[0:12:4], 1: SID_TOKENS[1:12:4]}, {0: "Brass Widget", 1: "Steel Gizmo"})
     metadata = build_metadata(options, {"mode": mode}, tokenizer, SID_TOKENS, report.sid_token_ids,
                               report.new_num_rows, catalog.checksum())
-    save_final_checkpoint(model, tokenizer, folder, metadata)
+    save_final_checkpoint(model, tokenizer, folder, metadata, catalog=catalog if with_catalog else None)
     batch = sample_batch(tokenizer, report.sid_token_ids, seed=5)
     model.eval()
     with torch.no_grad():
@@ -129,3 +130,58 @@ def test_adapter_on_a_named_base_holds_no_base_and_reloads_exactly(tmp_path, tie
     assert adapter_bytes < 35_000, adapter_bytes
     reloaded, _, _ = load_for_inference(folder)
     assert torch.equal(run_logits(reloaded, batch), expected)
+
+
+def _same_items(a, b) -> bool:
+    return a.checksum() == b.checksum() and [(i.item_id, i.sid, i.title) for i in a] == \
+        [(i.item_id, i.sid, i.title) for i in b]
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_final_checkpoint_and_every_export_carry_the_catalog(tmp_path, mode):
+    """item_catalog.json (SID index, titles, checksum) in the final checkpoint and in merged / portable / full exports."""
+    from rec_lightning.modules.export import CATALOG_FILE, read_item_catalog
+    from rec_lightning.modules.inference import load_checkpoint
+
+    batch, expected, catalog = trained_checkpoint(tmp_path / "final_checkpoint", mode=mode, with_catalog=True)
+    carried = read_item_catalog(tmp_path / "final_checkpoint")
+    assert _same_items(carried, catalog) and carried.source.endswith(CATALOG_FILE)
+    outputs = {"merged": ["--merge"], "portable": []}
+    for name, flags in outputs.items():
+        export_main(["--checkpoint", str(tmp_path / "final_checkpoint"), "--output", str(tmp_path / name), *flags])
+        assert _same_items(read_item_catalog(tmp_path / name), catalog), name
+        loaded = load_checkpoint(tmp_path / name)  # no data folder: the carried catalog
+        assert _same_items(loaded.catalog, catalog) and torch.allclose(run_logits(loaded.model, batch), expected,
+                                                                      atol=1e-5)
+    assert not list(tmp_path.glob("**/.item_catalog.json.*"))  # the atomic writer left no temporary file
+
+
+def test_damaged_or_missing_catalog_is_a_clear_error(tmp_path):
+    from rec_lightning.errors import CorruptFileError
+    from rec_lightning.modules.export import CATALOG_FILE, MissingCatalogError, read_item_catalog
+    from rec_lightning.modules.inference import load_checkpoint
+
+    folder = tmp_path / "final_checkpoint"
+    trained_checkpoint(folder, with_catalog=True)
+    path = folder / CATALOG_FILE
+    good = json.loads(path.read_text())
+    edited_sid = {**good, "index": {**good["index"], "1": ["<a_1>", "<b_5>", "<c_8>"]}}
+    other = {**good, "index": {"0": good["index"]["0"]}, "titles": {"0": "x"}}
+    other["checksum"] = ItemCatalog({0: good["index"]["0"]}).checksum()
+    variants = {
+        '{"format": ': r"not valid JSON \(line 1",
+        "[]": "expected a JSON object",
+        json.dumps({**good, "index": [1, 2]}): "expected the fields 'index'",
+        json.dumps({**good, "index": {"0": ["<b_1>"]}}): "invalid SID index",
+        json.dumps(edited_sid): "do not match its checksum",
+        json.dumps(other): "a catalog of another checkpoint",
+    }
+    for text, problem in variants.items():
+        path.write_text(text)
+        with pytest.raises(CorruptFileError, match=rf"{CATALOG_FILE}: .*{problem}.*Fix: restore the file.*--data_dir"):
+            read_item_catalog(folder)
+    path.unlink()  # a checkpoint written before catalogs travelled with the model
+    assert read_item_catalog(folder) is None
+    with pytest.raises(MissingCatalogError, match=r"carries no item catalog \(item_catalog.json\).*Fix: pass the data "
+                                                  r"folder the model was trained on: --data_dir DIR"):
+        load_checkpoint(folder)
