@@ -28,6 +28,7 @@ _EXPORTS = {
     "OptimizerOptions": "rec_lightning.modules.optim",
     "FinalCheckpoint": "rec_lightning.callbacks.export",
     "load_for_inference": "rec_lightning.modules.export",
+    "load_checkpoint": "rec_lightning.modules.inference",
     "ItemCatalog": "rec_lightning.sids.codec",
     "SIDTrie": "rec_lightning.generation.trie",
     "constrained_beam_search": "rec_lightning.generation.decoding",
