@@ -287,3 +287,21 @@ def test_bf16_reference_is_the_sft_model_and_sync_keeps_the_policy(sft_dirs, dem
         sync_reference(policy, None, alpha=0.6)
         after = completion_logprobs(policy, *args)
     torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
+
+
+def test_grpo_starts_through_the_one_loader_and_its_final_checkpoint_carries_the_catalog(sft_dirs, demo_dir, tmp_path):
+    """configure_model loads the SFT checkpoint (here one without item_catalog.json) against the data module's catalog;
+    the GRPO final checkpoint carries that catalog, so it is served without a data folder."""
+    from rec_lightning.modules.export import read_item_catalog
+    from rec_lightning.modules.inference import load_checkpoint
+
+    dirs, cache = sft_dirs
+    assert read_item_catalog(dirs["full"]) is None  # built with module.build(...) and no catalog: an old-style one
+    dm = rl_datamodule(demo_dir, cache, dirs["full"])
+    module = GRPOModule(sft_checkpoint=str(dirs["full"]), finetune="full", group={"size": 4},
+                        rewards={"ranking": 1.0}, loss={"beta": 0.0})
+    fit_steps(module, dm, 1, tmp_path)
+    final = module.save_final_checkpoint(tmp_path / "final_checkpoint")
+    carried = load_checkpoint(final).catalog
+    assert carried.checksum() == dm.catalog.checksum()
+    assert [(i.item_id, i.title) for i in carried] == [(i.item_id, i.title) for i in dm.catalog]
