@@ -70,10 +70,11 @@ def run_cli(*args: str, cwd: Path = REPO, cache: Path | None = None, timeout: in
     return result
 
 
-def run_in_process(*args: str) -> subprocess.CompletedProcess:
+def run_in_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``rec_lightning.cli.main(ARGS)`` in this process (the entry point behind ``python -m rec_lightning``), as a
     finished-process record: for the many variants of one error, after a real subprocess has checked the command
-    once (exit code and output as the user sees them). Logging is not captured, printed messages are."""
+    once (exit code and output as the user sees them), in ``cwd`` (the test's folder: a run's relative paths must
+    not land in the repository). Logging is not captured, printed messages are."""
     import contextlib
     import io
 
@@ -81,13 +82,18 @@ def run_in_process(*args: str) -> subprocess.CompletedProcess:
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-            if stop.code is not None and not isinstance(stop.code, int):
-                print(stop.code, file=err)
+    previous = os.getcwd()
+    os.chdir(cwd or previous)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+                if stop.code is not None and not isinstance(stop.code, int):
+                    print(stop.code, file=err)
+    finally:
+        os.chdir(previous)
     return subprocess.CompletedProcess(["rec_lightning", *args], code, out.getvalue(), err.getvalue())
 
 

@@ -7,6 +7,7 @@ exits 143 and prints the resume command. Both resumed runs end with exactly the 
 
 from __future__ import annotations
 
+import json
 import shlex
 
 import pytest
@@ -88,16 +89,17 @@ def test_validate_test_predict_accept_ckpt_path(tmp_path, cache, baseline, subco
     extra = {"validate": ["--trainer.limit_val_batches", "2"],
              "test": ["--trainer.limit_test_batches", "1", "--trainer.callbacks+=RankingEvaluation",
                       "--trainer.callbacks.test_num_beams=5", "--trainer.callbacks.limit=8"],
-             "predict": ["--trainer.limit_predict_batches", "1"]}[subcommand]
+             "predict": ["--trainer.limit_predict_batches", "1", "--trainer.callbacks+=RankingPredictionWriter",
+                         "--trainer.callbacks.num_beams=5"]}[subcommand]
     config = write_short_run_config(tmp_path)
     args = short_fit_args(config, "--ckpt_path", str(last), *extra)
     args[0] = subcommand
     result = run_cli(*args, cwd=tmp_path, cache=cache)
     assert "Parsing of ckpt_path hyperparameters failed" not in result.stderr
-    if subcommand == "predict":  # the checkpoint parses and loads; SFTModule then points to evaluate
-        assert_clean_error(result, "SFTModule has no predict step", "rec_lightning evaluate")
-        return
     assert result.returncode == 0, describe(result)
+    if subcommand == "predict":  # the checkpoint parses and loads, and the rows of one batch are ranked
+        (written,) = (tmp_path / "run" / "logs").glob("version_*/predictions/eval_results.json")
+        assert len(json.loads(written.read_text())) == 32  # the quickstart's eval batch size
     assert "Parsing of ckpt_path hyperparameters failed" not in result.stderr
     assert "Restored all states" in result.stdout + result.stderr or "Loaded model weights" in result.stdout + \
         result.stderr, describe(result)
@@ -109,7 +111,7 @@ def test_ckpt_path_that_is_not_a_checkpoint_is_a_clear_error(tmp_path, cache):
     config = write_short_run_config(tmp_path)
     result = run_cli(*short_fit_args(config, "--ckpt_path", str(bad)), cwd=tmp_path, cache=cache)
     assert_clean_error(result, f"{bad}: not a readable Lightning checkpoint", "Fix:")
-    missing = run_in_process(*short_fit_args(config, "--ckpt_path", str(tmp_path / "nope.ckpt")))
+    missing = run_in_process(*short_fit_args(config, "--ckpt_path", str(tmp_path / "nope.ckpt")), cwd=tmp_path)
     assert_clean_error(missing, "no such checkpoint file")
 
 
@@ -129,7 +131,9 @@ def test_predict_with_ckpt_path_for_grpo_and_sasrec(tmp_path, cache, baseline):
                         str(sft), "--data.init_args.tokenizer", str(sft), "--trainer.limit_predict_batches", "1",
                         *common, "--ckpt_path", str(last), cwd=REPO, cache=cache)
     assert "Parsing of ckpt_path hyperparameters failed" not in predicted.stderr
-    assert_clean_error(predicted, "GRPOModule has no predict step", "rec_lightning evaluate")
+    assert predicted.returncode == 0, describe(predicted)  # GRPO ranks in predict like SFT
+    (written,) = grpo.glob("logs/version_*/predictions/eval_results.json")
+    assert json.loads(written.read_text())[0]["predict"]
 
     sasrec = tmp_path / "sasrec"
     args = ["--config", "configs/sasrec.yaml", "--trainer.default_root_dir", str(sasrec), "--trainer.max_epochs", "1",
@@ -142,3 +146,12 @@ def test_predict_with_ckpt_path_for_grpo_and_sasrec(tmp_path, cache, baseline):
     assert predicted.returncode == 0, describe(predicted)
     assert "Restored all states" in predicted.stdout + predicted.stderr or \
         "Loaded model weights" in predicted.stdout + predicted.stderr, describe(predicted)
+    # the written rankings are baseline --kind sasrec's for the same rows (the final checkpoint is the best .ckpt)
+    (written,) = sasrec.glob("**/predictions/eval_results.json")
+    records = json.loads(written.read_text())
+    ranked = run_cli("baseline", "--kind", "sasrec", "--checkpoint", str(sasrec / "final_checkpoint"), "--split", "test",
+                     "--num_items", "50", "--output", str(tmp_path / "baseline"), cwd=REPO, cache=cache)
+    assert ranked.returncode == 0, describe(ranked)
+    baseline = {r["row"]: r for r in json.loads((tmp_path / "baseline" / "eval_results.json").read_text())}
+    assert records and all(r["predict"] == baseline[r["row"]]["predict"] for r in records)
+    assert all(r["scores"] == baseline[r["row"]]["scores"] for r in records)

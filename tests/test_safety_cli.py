@@ -96,13 +96,13 @@ def test_second_evaluate_into_one_output_is_refused(tmp_path, trained, cache):
     output.mkdir()
     (output / ".rec_lightning.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
                                                             "command": "evaluate", "started": "now"}))
-    assert_clean_error(run_in_process(*evaluate_args(checkpoint, output)), "is being written by another run (evaluate, pid")
+    assert_clean_error(run_in_process(*evaluate_args(checkpoint, output), cwd=tmp_path), "is being written by another run (evaluate, pid")
     (output / ".rec_lightning.lock").unlink()
     first = run_cli(*evaluate_args(checkpoint, output), cwd=tmp_path, cache=cache)
     assert first.returncode == 0, describe(first)
     assert "rows with no item from decoding: 0 of 8" in first.stdout
     results = (output / "eval_results.json").read_bytes()
-    assert_clean_error(run_in_process(*evaluate_args(checkpoint, output)), "already holds eval_results.json")
+    assert_clean_error(run_in_process(*evaluate_args(checkpoint, output), cwd=tmp_path), "already holds eval_results.json")
     assert (output / "eval_results.json").read_bytes() == results and not (output / ".rec_lightning.lock").exists()
 
 
@@ -132,7 +132,7 @@ def test_damaged_checkpoint_is_named_in_a_clear_error(tmp_path, trained, cache, 
     """Through ``cli.main`` in-process (the same entry point; the subprocess path of this error is checked by
     the traceback test below and by the damaged-adapter tests)."""
     checkpoint = damaged_copy(tmp_path, trained, damage)
-    result = run_in_process(*evaluate_args(checkpoint, tmp_path / "eval"))
+    result = run_in_process(*evaluate_args(checkpoint, tmp_path / "eval"), cwd=tmp_path)
     assert_clean_error(result, *phrases)
 
 

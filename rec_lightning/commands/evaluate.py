@@ -23,9 +23,6 @@ from rec_lightning.commands.arguments import DEFAULT_KS, SuggestingParser, comma
 from rec_lightning.errors import EmptyResultsError, OutputExistsError
 from rec_lightning.files.output_lock import OutputLock
 
-#: ``evaluate`` fails when more than this share of rows got no item from decoding.
-EMPTY_ROWS_LIMIT = 0.5
-
 log = logging.getLogger(__name__)
 
 
@@ -98,26 +95,10 @@ def check_output(output: str, overwrite: bool) -> None:
                                 "this run another --output, or add --overwrite to replace those files")
 
 
-def check_empty_rows(records: list, metrics: dict, limit: float = EMPTY_ROWS_LIMIT) -> None:
-    """Count rows whose decode returned no item (``metrics['empty_rows']``); fail when most rows are empty.
-
-    Raises:
-        EmptyResultsError: more than ``limit`` of the rows got no item.
-    """
-    empty = sum(1 for record in records if not record["predict"])
-    metrics["empty_rows"] = empty
-    if empty:
-        log.warning("%d of %d rows got no item from decoding", empty, len(records))
-    if records and empty > limit * len(records):
-        raise EmptyResultsError(f"decoding returned no item for {empty} of {len(records)} rows, so the metrics mean "
-                                "nothing (the files were written for inspection). Fix: check the checkpoint (damaged "
-                                "or untrained weights give -inf/NaN scores) and that --data_dir is the data it was "
-                                "trained on")
-
-
 def evaluate(fabric, args: Namespace) -> dict:
     """Decode this process's share of the split, then (on rank 0) write and print the results."""
     from rec_lightning.data.datamodule import RecDataModule, demo_data_dir
+    from rec_lightning.evaluation.ranking import check_empty_rows
     from rec_lightning.evaluation.ranking import RankingEvaluator, write_results
     from rec_lightning.modules.inference import load_checkpoint
 
@@ -152,7 +133,7 @@ def evaluate(fabric, args: Namespace) -> dict:
     if fabric.is_global_zero:
         empty_error = None
         try:
-            check_empty_rows(records, metrics)
+            check_empty_rows(records, metrics)  # more than EMPTY_ROWS_LIMIT of the rows empty: exit 1
         except EmptyResultsError as err:
             empty_error = err
         results_path, metrics_path = write_results(args.output, records, metrics)

@@ -10,8 +10,10 @@
 * a recipe that asks for a GPU on a machine without one fails before anything is built (no empty
   logger run), with the fix;
 * ``fit`` always has :class:`~rec_lightning.callbacks.interruption.InterruptionCheckpoint`, so
-  SIGTERM saves a checkpoint and exits 143 instead of 0.
-* the loggers' hyper-parameters are the full resolved config (trainer, seed, data, model, as in
+  SIGTERM saves a checkpoint and exits 143 instead of 0;
+* ``predict`` ranks every test row like ``evaluate`` and writes the rankings into the run folder
+  (:class:`~rec_lightning.callbacks.predictions.RankingPredictionWriter`, added when the config has none);
+* every subcommand's loggers' hyper-parameters are the full resolved config (trainer, seed, data, model, as in
   ``config.yaml``), not the module's and data module's ``__init__`` arguments plus LightningCLI's
   internal ``_instantiator``;
 * everything a run writes follows ``trainer.default_root_dir``: a logger whose ``save_dir`` is not given
@@ -48,7 +50,7 @@ OPTIMIZER_NOTE = (
 
 #: Imported before the parser is built, so jsonargparse lists them as known subclasses and resolves short names.
 KNOWN_CLASSES = ("rec_lightning.modules.sft", "rec_lightning.modules.grpo", "rec_lightning.modules.sasrec",
-                 "rec_lightning.data.item_sequences")
+                 "rec_lightning.data.item_sequences", "rec_lightning.callbacks.predictions")
 
 
 def checkpoint_model_arguments(ckpt_path: str | Path, config_class_path: str | None) -> dict[str, Any] | None:
@@ -271,6 +273,21 @@ class RecLightningCLI(LightningCLI):
 
         if not any(isinstance(c, InterruptionCheckpoint) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(InterruptionCheckpoint())
+        self.log_resolved_config()
+
+    def before_validate(self) -> None:
+        self.log_resolved_config()
+
+    def before_test(self) -> None:
+        self.log_resolved_config()
+
+    def before_predict(self) -> None:
+        """Modules that rank in predict get :class:`RankingPredictionWriter` (added when the config has none)."""
+        from rec_lightning.callbacks.predictions import RankingPredictionWriter
+
+        if hasattr(self.model, "predict_step_fn") and not any(isinstance(c, RankingPredictionWriter)
+                                                              for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(RankingPredictionWriter())
         self.log_resolved_config()
 
 

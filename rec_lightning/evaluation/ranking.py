@@ -9,6 +9,7 @@ item ids, titles and scores, and a ``metrics.json``, each atomically.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -16,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torchmetrics.aggregation import SumMetric
 
+from rec_lightning.errors import EmptyResultsError
 from rec_lightning.evaluation.metrics import DEFAULT_KS, RankingMetrics, metric_ks, target_ranks
 from rec_lightning.files.atomic import write_json_atomic
 from rec_lightning.generation.decoding import DecodingOutput, constrained_beam_search
@@ -24,6 +26,13 @@ from rec_lightning.sids.codec import ItemCatalog
 
 RESULTS_FILE = "eval_results.json"
 METRICS_FILE = "metrics.json"
+
+
+
+#: ``evaluate`` and ``predict`` fail when more than this share of rows got no item from decoding.
+EMPTY_ROWS_LIMIT = 0.5
+
+log = logging.getLogger(__name__)
 
 
 class RankingEvaluator:
@@ -150,3 +159,20 @@ def write_results(output_dir: str | Path, records: list[dict[str, Any]],
     output_dir = Path(output_dir)
     return (write_json_atomic(output_dir / RESULTS_FILE, records),
             write_json_atomic(output_dir / METRICS_FILE, dict(metrics)))
+
+
+def check_empty_rows(records: list, metrics: dict, limit: float = EMPTY_ROWS_LIMIT) -> None:
+    """Count rows whose decode returned no item (``metrics['empty_rows']``); fail when most rows are empty.
+
+    Raises:
+        EmptyResultsError: more than ``limit`` of the rows got no item.
+    """
+    empty = sum(1 for record in records if not record["predict"])
+    metrics["empty_rows"] = empty
+    if empty:
+        log.warning("%d of %d rows got no item from decoding", empty, len(records))
+    if records and empty > limit * len(records):
+        raise EmptyResultsError(f"decoding returned no item for {empty} of {len(records)} rows, so the metrics mean "
+                                "nothing (the files were written for inspection). Fix: check the checkpoint (damaged "
+                                "or untrained weights give -inf/NaN scores) and that --data_dir is the data it was "
+                                "trained on")

@@ -205,6 +205,7 @@ class GRPOModule(pl.LightningModule):
         self.trie: SIDTrie | None = None
         self.catalog = None  # the SFT data's ItemCatalog, carried into the final checkpoint
         self.test_step_fn = None
+        self.predict_step_fn = None
         self._buffer: list[Rollout] = []
         self._generator: torch.Generator | None = None
         self._sft_metadata: dict[str, Any] = {}
@@ -462,10 +463,13 @@ class GRPOModule(pl.LightningModule):
         return self.test_step_fn(self, batch, batch_idx)
 
     def predict_step(self, batch: dict, batch_idx: int) -> Any:
-        """Not a ranking path of its own: says which commands produce predictions (as SFTModule does)."""
-        raise ConfigurationError("GRPOModule has no predict step: rankings per row come from `python -m rec_lightning "
-                                 "evaluate --checkpoint OUTPUT/final_checkpoint ...` (eval_results.json), or `test` "
-                                 "with the RankingEvaluation callback")
+        """Delegates to ``self.predict_step_fn`` (set by the ranking prediction writer, which ``predict`` adds)."""
+        if self.predict_step_fn is None:
+            raise ConfigurationError("GRPOModule ranks in predict through the RankingPredictionWriter callback, which "
+                                     "`python -m rec_lightning predict` adds; in Python add "
+                                     "rec_lightning.callbacks.predictions.RankingPredictionWriter() to the Trainer's "
+                                     "callbacks (or use `python -m rec_lightning evaluate`)")
+        return self.predict_step_fn(self, batch, batch_idx)
 
     # ------------------------------------------------------------------ checkpoints and export
     def on_save_checkpoint(self, checkpoint: dict) -> None:

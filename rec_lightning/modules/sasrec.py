@@ -133,6 +133,7 @@ class SASRecModule(pl.LightningModule):
                                                                    ("num_columns", num_columns)) if value is None])
         self.network: SASRec | None = None
         self.ranker: SIDRanker | None = None
+        self.predict_step_fn = None  # set by RankingPredictionWriter in predict
         self.val_metrics = RankingMetrics(ks)
         self.catalog_checksum = ""
         if num_columns is not None and max_history is not None:
@@ -174,7 +175,10 @@ class SASRecModule(pl.LightningModule):
         self.val_metrics.update(target_ranks(keys, targets))
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Each row's ranked list: ``item_ids [B, K]`` (the best item of each SID, best first) and their ``scores``."""
+        """Each row's ranked list: ``item_ids [B, K]`` (the best item of each SID, best first) and their ``scores``;
+        with ``predict_step_fn`` set (the RankingPredictionWriter, which ``predict`` adds) that function's output."""
+        if self.predict_step_fn is not None:
+            return self.predict_step_fn(self, batch, batch_idx)
         scores = self.network.score_histories(batch["input_ids"]).float().cpu()  # [B, V]
         keys, items = self.ranker.rank(scores, max(self.val_metrics.ks))  # [B, K] each
         return {"item_ids": items, "scores": scores.gather(1, items.clamp(min=0))}

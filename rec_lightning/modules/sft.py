@@ -106,6 +106,7 @@ class SFTModule(pl.LightningModule):
         self.sid_index_checksum: str | None = None
         self.catalog = None  # the data's ItemCatalog, carried in the final checkpoint (item_catalog.json)
         self.test_step_fn: TestStepFn | None = None
+        self.predict_step_fn: TestStepFn | None = None
         self.data_settings: dict[str, Any] = {}
         self._val_loss_sum = torch.zeros((), dtype=torch.float64)
         self._val_tokens = torch.zeros((), dtype=torch.float64)
@@ -214,10 +215,13 @@ class SFTModule(pl.LightningModule):
         return self.test_step_fn(self, batch, batch_idx)
 
     def predict_step(self, batch: dict, batch_idx: int) -> Any:
-        """Not a ranking path of its own: says which commands produce predictions."""
-        raise ConfigurationError("SFTModule has no predict step: rankings per row come from `python -m rec_lightning "
-                                 "evaluate --checkpoint OUTPUT/final_checkpoint ...` (eval_results.json), or `test` "
-                                 "with the RankingEvaluation callback")
+        """Delegates to ``self.predict_step_fn`` (set by the ranking prediction writer, which ``predict`` adds)."""
+        if self.predict_step_fn is None:
+            raise ConfigurationError("SFTModule ranks in predict through the RankingPredictionWriter callback, which "
+                                     "`python -m rec_lightning predict` adds; in Python add "
+                                     "rec_lightning.callbacks.predictions.RankingPredictionWriter() to the Trainer's "
+                                     "callbacks (or use `python -m rec_lightning evaluate`)")
+        return self.predict_step_fn(self, batch, batch_idx)
 
     # ------------------------------------------------------------------ optimization
     def configure_optimizers(self) -> dict:

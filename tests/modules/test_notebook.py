@@ -22,6 +22,14 @@ def test_readme_and_docs_show_the_same_snippet():
     assert notebook_snippet(DOCS[0]) == notebook_snippet(DOCS[1])
 
 
+def test_snippet_imports_rec_lightning_names_from_the_package_itself():
+    """A notebook needs no module paths: every rec_lightning name comes from ``from rec_lightning import ...``."""
+    snippet = notebook_snippet(DOCS[0])
+    deep = re.findall(r"^(?:from|import) rec_lightning\.\S+", snippet, re.M)
+    assert not deep, deep
+    assert "from rec_lightning import (" in snippet
+
+
 def test_notebook_snippet_trains_and_exports(tmp_path, monkeypatch):
     doc = DOCS[0]
     monkeypatch.chdir(tmp_path)
