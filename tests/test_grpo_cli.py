@@ -39,6 +39,7 @@ def trainable_weights(run: Path) -> dict:
     return load_file(str(weights))
 
 
+@pytest.mark.slow  # 36 s: three GRPO fits (an uninterrupted one, a stopped one, its resume)
 def test_sigterm_then_resume_reproduces_the_uninterrupted_grpo_run(tmp_path, sft_run, grpo_run):
     stopped = run_cli(*grpo_args(sft_run, tmp_path / "run", "--trainer.callbacks+=cli_helpers.SignalAtStep",
                                  "--trainer.callbacks.step=2", "--trainer.callbacks.signal_name=SIGTERM"), cwd=tmp_path)

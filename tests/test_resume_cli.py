@@ -66,6 +66,7 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_its_resume_command_reproduces_
     assert_same_weights(final_weights(tmp_path), final_weights(baseline))
 
 
+@pytest.mark.slow  # 18 s: two more fits (the default tier resumes the SFT full run through the same path)
 def test_sigterm_then_resume_of_a_lora_run_reproduces_its_adapter(tmp_path, lora_run):
     """configs/quickstart_lora.yaml (conftest's 4-step ``lora_run`` is the uninterrupted run): stopped at step 2,
     resumed from ``interrupted.ckpt``, the saved adapter (LoRA matrices and trainable SID rows) is the same."""
