@@ -54,9 +54,10 @@ class RecHelpFormatter(DefaultHelpFormatter):
         return text
 
 
-class SuggestingParser(ArgumentParser):
-    """A jsonargparse parser whose errors for an unknown key end with the nearest valid key, with
-    :class:`RecHelpFormatter` and no abbreviated options (``--check`` is not ``--checkpoint``)."""
+class RecParserStyle:
+    """The one CLI style, mixed into a jsonargparse parser class (every command's and ``fit``'s): help by
+    :class:`RecHelpFormatter`, no abbreviated options (``--check`` is not ``--checkpoint``), and errors for an
+    unknown key that end with the nearest valid key."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if kwargs.get("formatter_class") in (None, DefaultHelpFormatter):
@@ -66,6 +67,10 @@ class SuggestingParser(ArgumentParser):
 
     def error(self, message: str, ex: Exception | None = None):  # noqa: D102 - see the class docstring
         return super().error(message + nearest_option_hint(message, known_options(self)), ex)
+
+
+class SuggestingParser(RecParserStyle, ArgumentParser):
+    """The parser of every non-Trainer command (:class:`RecParserStyle` on jsonargparse's ``ArgumentParser``)."""
 
 
 def command_parser(command: str, description: str) -> SuggestingParser:

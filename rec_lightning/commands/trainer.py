@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from rec_lightning.commands.arguments import PROG, RecParserStyle
 from rec_lightning.errors import ConfigurationError, CorruptFileError
 
 GPU_ACCELERATORS = ("gpu", "cuda")
@@ -124,46 +125,32 @@ def resolved_config(config: dict[str, Any]) -> dict[str, Any]:
 def follow_default_root_dir(trainer_config: Any) -> None:
     """Set each configured logger's ``save_dir`` to ``trainer.default_root_dir`` where the config leaves it unset
     (``None``, or the logger class's own default such as WandbLogger's ``"."``), in place."""
+    import importlib
     import inspect
 
     from jsonargparse import Namespace
 
-    get = trainer_config.get if hasattr(trainer_config, "get") else (lambda key: getattr(trainer_config, key, None))
-    root = get("default_root_dir")
-    loggers = get("logger")
+    root, loggers = trainer_config.get("default_root_dir"), trainer_config.get("logger")
     if root is None or not loggers or loggers is True:
         return
     for logger in loggers if isinstance(loggers, list) else [loggers]:
-        init_args = logger.get("init_args") if isinstance(logger, (dict, Namespace)) else None
+        init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
         if init_args is None or "save_dir" not in init_args:
             continue
-        class_default = None
-        try:
-            from jsonargparse._util import import_object
-
-            parameter = inspect.signature(import_object(logger["class_path"])).parameters.get("save_dir")
-            class_default = None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
-        except Exception:  # noqa: BLE001 - an unknown class keeps its save_dir unless it is None
-            pass
-        if init_args["save_dir"] is None or init_args["save_dir"] == class_default:
+        module, _, name = logger["class_path"].rpartition(".")  # parsing has already imported the class
+        parameter = inspect.signature(getattr(importlib.import_module(module), name)).parameters["save_dir"]
+        if init_args["save_dir"] in (None, parameter.default):
             init_args["save_dir"] = str(root)
 
 
-class RecArgumentParser(LightningArgumentParser):
+class RecArgumentParser(RecParserStyle, LightningArgumentParser):
     """LightningCLI's parser: usage ``python -m rec_lightning ...`` (also in the parsers jsonargparse builds for
     ``--model.help CLASS``), no abbreviated options (``--trainer.max_step`` is an error, not ``max_steps``), one
     default per option in ``--help``, and errors for an unknown key end with the nearest valid key."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from jsonargparse import DefaultHelpFormatter
-
-        from rec_lightning.commands.arguments import PROG, RecHelpFormatter
-
         # a parser built while another parses (jsonargparse's ``--model.help CLASS``) shows that one's usage
         kwargs.setdefault("prog", RecArgumentParser._parsing[-1] if RecArgumentParser._parsing else PROG)
-        kwargs["allow_abbrev"] = False
-        if kwargs.get("formatter_class") in (None, DefaultHelpFormatter):
-            kwargs["formatter_class"] = RecHelpFormatter
         super().__init__(*args, **kwargs)
 
     #: ``prog`` of the parsers parsing now, innermost last (``python -m rec_lightning fit`` inside ``fit``)
@@ -175,11 +162,6 @@ class RecArgumentParser(LightningArgumentParser):
             return super()._parse_known_args(*args, **kwargs)
         finally:
             RecArgumentParser._parsing.pop()
-
-    def error(self, message: str, ex: Exception | None = None):  # noqa: D102 - see the class docstring
-        from rec_lightning.commands.arguments import known_options, nearest_option_hint
-
-        return super().error(message + nearest_option_hint(message, known_options(self)), ex)
 
 
 class RecLightningCLI(LightningCLI):
@@ -295,7 +277,6 @@ def run_lightning_cli(args: Sequence[str] | None) -> None:
     """Run :class:`RecLightningCLI`; ``args=None`` lets it read ``sys.argv`` itself."""
     import importlib
 
-    from rec_lightning.commands.arguments import PROG
     from rec_lightning.data.datamodule import RecDataModule
 
     for module in KNOWN_CLASSES:
