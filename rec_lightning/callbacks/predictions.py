@@ -22,7 +22,8 @@ import torch
 
 from rec_lightning.errors import ConfigurationError, OutputExistsError
 from rec_lightning.evaluation.metrics import DEFAULT_KS
-from rec_lightning.evaluation.ranking import METRICS_FILE, RESULTS_FILE, RankingEvaluator, check_empty_rows, write_results
+from rec_lightning.evaluation.ranking import (METRICS_FILE, RankingEvaluator, check_empty_rows, existing_results,
+                                             write_results)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class RankingPredictionWriter(pl.Callback):
             OutputExistsError: ``eval_results.json`` or ``metrics.json`` is there and ``overwrite`` is off.
         """
         folder = self.output_folder(trainer)
-        found = [name for name in (RESULTS_FILE, METRICS_FILE) if (folder / name).exists()]
+        found = existing_results(folder)
         if found and not self.overwrite:
             raise OutputExistsError(f"{folder} already holds {' and '.join(found)} from an earlier run. Fix: pass "
                                     "another --trainer.callbacks.output_dir (or logger version), or set "
@@ -121,8 +122,7 @@ class RankingPredictionWriter(pl.Callback):
         scores = pl_module.network.score_histories(batch["input_ids"]).float().cpu()  # [B, V]
         rows = batch["row"].tolist()
         inputs = ["".join(self._test_records[row].history_sids) for row in rows]
-        self._item_results.update(scores, batch["target_item_id"].tolist(), rows, inputs)
-        keys, items = pl_module.ranker.rank(scores, self.num_beams)  # [B, N] each
+        items = self._item_results.update(scores, batch["target_item_id"].tolist(), rows, inputs)  # ranked once
         return {"index": batch["row"].cpu(), "item_ids": items, "scores": scores.gather(1, items.clamp(min=0))}
 
     def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -155,7 +155,8 @@ class RankingPredictionWriter(pl.Callback):
                      self.num_beams, metrics.get("hr@10", float("nan")), results_path, folder / METRICS_FILE)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "predict" and getattr(pl_module, "predict_step_fn", None) == self._predict_step:
+        hooks = (self._predict_step, self._predict_items)
+        if stage == "predict" and getattr(pl_module, "predict_step_fn", None) in hooks:
             pl_module.predict_step_fn = None
 
 

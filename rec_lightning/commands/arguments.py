@@ -14,8 +14,8 @@ from typing import Any, Callable, Sequence
 from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
 
 PROG = "python -m rec_lightning"
-#: The cut-offs K of evaluate/baseline's --ks: ``rec_lightning.evaluation.metrics.DEFAULT_KS`` (a test keeps them equal),
-#: written here so that parsing a command's options imports neither torch nor torchmetrics.
+#: The cut-offs K of evaluate/baseline's --ks: ``rec_lightning.evaluation.metrics.DEFAULT_KS`` (a test keeps them
+#: equal), written here so that parsing a command's options imports neither torch nor torchmetrics.
 DEFAULT_KS = (1, 3, 5, 10, 20, 50)
 _OPTION = re.compile(r"--[A-Za-z_][\w.\-]*")
 

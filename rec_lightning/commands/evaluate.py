@@ -87,9 +87,9 @@ def check_output(output: str, overwrite: bool) -> None:
     Raises:
         OutputExistsError: ``eval_results.json`` or ``metrics.json`` is there and ``overwrite`` is off.
     """
-    from rec_lightning.evaluation.ranking import METRICS_FILE, RESULTS_FILE
+    from rec_lightning.evaluation.ranking import existing_results
 
-    found = [name for name in (RESULTS_FILE, METRICS_FILE) if (Path(output) / name).exists()]
+    found = existing_results(output)
     if found and not overwrite:
         raise OutputExistsError(f"{output} already holds {' and '.join(found)} from an earlier evaluation. Fix: give "
                                 "this run another --output, or add --overwrite to replace those files")
@@ -98,8 +98,7 @@ def check_output(output: str, overwrite: bool) -> None:
 def evaluate(fabric, args: Namespace) -> dict:
     """Decode this process's share of the split, then (on rank 0) write and print the results."""
     from rec_lightning.data.datamodule import RecDataModule, demo_data_dir
-    from rec_lightning.evaluation.ranking import check_empty_rows
-    from rec_lightning.evaluation.ranking import RankingEvaluator, write_results
+    from rec_lightning.evaluation.ranking import RankingEvaluator, check_empty_rows, write_results
     from rec_lightning.modules.inference import load_checkpoint
 
     data_dir = args.data_dir

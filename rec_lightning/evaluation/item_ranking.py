@@ -88,8 +88,9 @@ class RankingResults:
         self.records: list[dict[str, Any]] = []
 
     def update(self, scores: torch.Tensor, target_item_ids: Sequence[int], rows: Sequence[int],
-               inputs: Sequence[str], shown_scores: torch.Tensor | None = None) -> None:
-        """Rank one batch of ``[B, V]`` item scores and score it against its targets.
+               inputs: Sequence[str], shown_scores: torch.Tensor | None = None) -> torch.Tensor:
+        """Rank one batch of ``[B, V]`` item scores and score it against its targets; returns the ranked items
+        ``[B, num_items]`` (the best item of each SID, best first).
 
         Args:
             shown_scores: ``[B, V]`` what the records' ``scores`` show (default: ``scores``), e.g. the
@@ -118,6 +119,7 @@ class RankingResults:
                 "predict_titles": [catalog.title_of(catalog.items_with_sid(sid)[0]) for sid in predicted],
                 "scores": [round(s, 6) for s in row_scores],
             })
+        return best_items
 
     def compute(self) -> dict[str, Any]:
         """``hr@K``, ``ndcg@K``, ``mrr``, ``invalid``, ``count``, ``ambiguous_targets``, ``num_beams``."""

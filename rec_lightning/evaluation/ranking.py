@@ -153,6 +153,11 @@ def invalid_predictions(output: DecodingOutput, num_items: int) -> torch.Tensor:
     return out_of_range.sum(dim=1) + repeated.sum(dim=1)
 
 
+def existing_results(output_dir: str | Path) -> list[str]:
+    """The result files (``eval_results.json``, ``metrics.json``) an earlier run left in ``output_dir``."""
+    return [name for name in (RESULTS_FILE, METRICS_FILE) if (Path(output_dir) / name).exists()]
+
+
 def write_results(output_dir: str | Path, records: list[dict[str, Any]],
                   metrics: Mapping[str, Any]) -> tuple[Path, Path]:
     """Write ``eval_results.json`` and ``metrics.json`` into ``output_dir`` (each atomically)."""

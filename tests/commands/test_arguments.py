@@ -165,3 +165,11 @@ def test_fit_argument_checks_in_process(capsys):
     code, out, err = run_main(capsys, "fit", "--config", str(QUICKSTART), "--trainer.max_step", "3")
     assert code == 2 and "unrecognized arguments: --trainer.max_step 3" in err.replace("\n", " "), err[-2000:]
     assert "Did you mean --trainer.max_steps?" in err
+
+
+def test_command_default_ks_are_the_metrics_default_ks():
+    """commands/arguments.py writes the cut-offs out (so parsing needs no torch); they must stay the metrics' own."""
+    from rec_lightning.commands.arguments import DEFAULT_KS
+    from rec_lightning.evaluation.metrics import DEFAULT_KS as METRIC_KS
+
+    assert DEFAULT_KS == METRIC_KS == (1, 3, 5, 10, 20, 50)
