@@ -109,22 +109,11 @@ def quickstart_trained(tmp_path_factory):
     """The quickstart's model (configs/quickstart.yaml) trained 20 steps on a 40-user demo shop: its final
     checkpoint, the data folder and the test split's generation examples (shared by the evaluate, report and
     recommend tests; read-only for them)."""
-    import lightning.pytorch as pl
-    import yaml
+    from fitting import fit_quickstart_model
 
-    from rec_lightning.data.datamodule import RecDataModule
     from rec_lightning.data.demo import make_demo_data
-    from rec_lightning.modules.sft import SFTModule
 
     root = tmp_path_factory.mktemp("quick")
     data_dir = make_demo_data(root / "data", seed=0, num_users=40)
-    model_args = yaml.safe_load((REPO_ROOT / "configs" / "quickstart.yaml").read_text())["model"]["init_args"]
-    datamodule = RecDataModule(data_dir=str(data_dir), category="Demo_Shop", batch_size=16, max_length=256,
-                               cache_dir=str(root / "cache"))
-    pl.seed_everything(0)
-    module = SFTModule(**model_args)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=20, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(root))
-    trainer.fit(module, datamodule=datamodule)
-    checkpoint = module.save_final_checkpoint(root / "final_checkpoint")
+    checkpoint, datamodule = fit_quickstart_model(root, data_dir, max_steps=20, category="Demo_Shop", max_length=256)
     return checkpoint, data_dir, datamodule.generation_examples("test")

@@ -136,24 +136,14 @@ def test_import_is_cheap_and_exports_the_notebook_names():
 def other_data_checkpoint(tmp_path_factory):
     """A model fitted (2 steps, the quickstart's model) on a data folder that is not the demo data set: another
     seed and catalog shape, category name and max_length of its own. (checkpoint, data dir)."""
-    import lightning.pytorch as pl
-    import yaml
+    from fitting import fit_quickstart_model
 
-    from rec_lightning.data.datamodule import RecDataModule
     from rec_lightning.data.demo import make_demo_data
-    from rec_lightning.modules.sft import SFTModule
 
     root = tmp_path_factory.mktemp("other_data")
     data_dir = make_demo_data(root / "data", seed=7, num_users=30, num_topics=5)
-    model_args = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())["model"]["init_args"]
-    datamodule = RecDataModule(data_dir=str(data_dir), category_name="garden tools", batch_size=16, max_length=200,
-                               cache_dir=str(root / "cache"))
-    pl.seed_everything(0)
-    module = SFTModule(**model_args)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(root))
-    trainer.fit(module, datamodule=datamodule)
-    return module.save_final_checkpoint(root / "final_checkpoint"), data_dir
+    checkpoint, _ = fit_quickstart_model(root, data_dir, max_steps=2, category_name="garden tools", max_length=200)
+    return checkpoint, data_dir
 
 
 def test_checkpoint_of_other_data_is_served_without_data_dir(other_data_checkpoint, tmp_path):
