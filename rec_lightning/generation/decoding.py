@@ -1,11 +1,16 @@
 """Constrained decoding over a :class:`~rec_lightning.generation.trie.SIDTrie`: beam search and sampling.
 
-Algorithm (beam search): prefill each prompt once, then copy its KV cache to the beams; at each
-depth gather, for every beam, the log-probabilities of only the tokens its trie node allows
-(``[B, beams, fanout]``), add them to the beam scores and keep the best. A response is SID tokens
-then EOS, so a 3-level catalog costs one prefill and three single-token steps. Everything is tensor
-work on the model's device: no per-beam Python, no host sync inside the loop, and the model's
-``generation_config`` is never read.
+Algorithm (beam search): prefill each prompt once; at each depth gather, for every beam, the
+log-probabilities of only the tokens its trie node allows (``[B, beams, fanout]``), add them to the
+beam scores and keep the best. A response is SID tokens then EOS, so a 3-level catalog costs one
+prefill and three steps of one token per beam. Everything is tensor work on the model's device: no
+per-beam Python, no host sync inside the loop, and the model's ``generation_config`` is never read.
+
+Two ways to hold the KV cache, same results (``prompt_cache``): ``"shared"`` keeps one prompt cache
+per prompt and feeds its beams together (:mod:`rec_lightning.generation.shared_cache`: at beam 50 the
+cache is 10-30x smaller and no ``[beams, vocabulary]`` logits are held); ``"per_beam"`` copies each
+prompt's cache into its beams (:class:`CachedLM`, any Hugging Face causal LM). ``"auto"`` takes the
+shared cache where the model supports it and the per-beam one elsewhere.
 
 Scoring follows Hugging Face beam search with ``length_penalty=0`` (what MiniOneRec runs): a
 response's score is the sum of its tokens' full-vocabulary log-probabilities, EOS included; with
@@ -31,7 +36,10 @@ except ImportError:  # pragma: no cover
     DynamicLayer = None
 
 from rec_lightning.errors import ConfigurationError
+from rec_lightning.generation.shared_cache import SharedPromptLM, cache_bytes, unsupported_reason
 from rec_lightning.generation.trie import SIDTrie
+
+PROMPT_CACHES = ("auto", "shared", "per_beam")
 
 # transformers 5.2x renamed ``past_key_values`` to ``cache`` (the old name is deprecated)
 _CACHE_ARG = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -44,10 +52,12 @@ class DecodingOutput:
     Attributes:
         items: ``[B, N]`` item indices into ``trie.keys``; ``-1`` where fewer than ``N`` were found.
         scores: ``[B, N]`` float32 summed log-probabilities; ``-inf`` where ``items`` is ``-1``.
+        peak_cache_bytes: the most bytes the KV cache held during the search (0 if not measured).
     """
 
     items: torch.Tensor
     scores: torch.Tensor
+    peak_cache_bytes: int = 0
 
 
 class CachedLM:
@@ -111,6 +121,59 @@ class CachedLM:
         return torch.log_softmax(logits, dim=-1, out=logits)
 
 
+class PerBeamLM:
+    """:class:`CachedLM` behind the interface of :class:`~rec_lightning.generation.shared_cache.SharedPromptLM`.
+
+    One cache row per beam: the first :meth:`advance` copies each prompt's cache into its beams.
+    """
+
+    def __init__(self, model: torch.nn.Module, attention_mask: torch.Tensor) -> None:
+        self.lm = CachedLM(model, attention_mask)
+        self.cache = self.lm.cache
+        self.log_probs: torch.Tensor | None = None  # [B, K, V]
+        self.started = False
+
+    def prefill(self, input_ids: torch.Tensor) -> None:
+        self.log_probs = self.lm.prefill(input_ids)[:, None, :]
+
+    def advance(self, parents: torch.Tensor | None, tokens: torch.Tensor) -> None:
+        batch_size, beams = tokens.shape
+        previous = self.log_probs.shape[1]
+        if parents is None and self.started:  # every beam continues itself: nothing moves
+            self.log_probs = self.lm.step(tokens.flatten()).view(batch_size, beams, -1)
+            return
+        if parents is None:
+            parents = torch.zeros_like(tokens)
+        rows = (parents + torch.arange(batch_size, device=tokens.device)[:, None] * previous).flatten()
+        if self.started:
+            self.lm.reorder(rows)
+        else:
+            self.lm.expand(rows)  # one prompt row -> its beam rows
+            self.started = True
+        self.log_probs = self.lm.step(tokens.flatten()).view(batch_size, beams, -1)  # [B, N, V]
+
+    def log_probs_of(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.log_probs.gather(2, tokens)
+
+    def cache_bytes(self) -> int:
+        return cache_bytes(self.cache)
+
+
+def stepper(model: torch.nn.Module, attention_mask: torch.Tensor, num_beams: int, num_steps: int,
+            prompt_cache: str = "auto") -> SharedPromptLM | PerBeamLM:
+    """The cache strategy ``prompt_cache`` asks for (see the module docstring) for ``model``."""
+    if prompt_cache not in PROMPT_CACHES:
+        raise ConfigurationError(f"prompt_cache must be one of {', '.join(PROMPT_CACHES)}, got {prompt_cache!r}")
+    if prompt_cache != "per_beam":
+        reason = unsupported_reason(model)
+        if reason is None:
+            return SharedPromptLM(model, attention_mask, num_beams, num_steps)
+        if prompt_cache == "shared":
+            raise ConfigurationError(f"prompt_cache='shared' cannot run this model: {reason}; "
+                                     "use prompt_cache='auto' (falls back to per-beam caches) or 'per_beam'")
+    return PerBeamLM(model, attention_mask)
+
+
 def _plain_dynamic_layers(cache: DynamicCache) -> bool:
     """True when every layer is a plain growing ``DynamicLayer`` (no sliding window, no offloading)."""
     layers = getattr(cache, "layers", None)
@@ -145,6 +208,7 @@ def constrained_beam_search(
     trie: SIDTrie,
     num_beams: int,
     renormalize: bool = False,
+    prompt_cache: str = "auto",
 ) -> DecodingOutput:
     """The ``num_beams`` best distinct valid items for each prompt, by constrained beam search.
 
@@ -155,20 +219,24 @@ def constrained_beam_search(
         trie: the valid responses, on the same device.
         num_beams: beam width, which is also the number of items returned per prompt.
         renormalize: score each step with log-probabilities renormalised over the allowed tokens.
+        prompt_cache: ``"auto"``, ``"shared"`` or ``"per_beam"`` (module docstring); the results agree
+            within float rounding (``1e-5`` in float32).
 
     Returns:
-        :class:`DecodingOutput` with ``[B, num_beams]`` items and scores, best first.
+        :class:`DecodingOutput` with ``[B, num_beams]`` items and scores, best first. Exactly tied
+        scores keep ``torch.topk``'s order among candidates (beam, then the trie's token order).
     """
     _check_inputs(input_ids, attention_mask, trie, num_beams, "num_beams")
     batch_size, device = input_ids.shape[0], input_ids.device
-    lm = CachedLM(model, attention_mask)
-    log_probs = lm.prefill(input_ids)[:, None, :]  # [B, 1, V]: one beam per prompt before the first step
+    lm = stepper(model, attention_mask, num_beams, trie.max_depth - 1, prompt_cache)
+    lm.prefill(input_ids)  # one beam per prompt before the first step
+    peak_cache = lm.cache_bytes()
     beam_scores = torch.zeros((batch_size, 1), device=device)  # [B, K]
     nodes = torch.zeros((batch_size, 1), dtype=torch.long, device=device)  # [B, K] node numbers at this depth
     done_scores = torch.full((batch_size, num_beams), float("-inf"), device=device)  # [B, N] finished items
     done_items = torch.full((batch_size, num_beams), -1, dtype=torch.long, device=device)
     for depth in range(trie.max_depth):
-        candidates, tokens, targets = _score_continuations(log_probs, beam_scores, nodes, trie, depth, num_beams,
+        candidates, tokens, targets = _score_continuations(lm, beam_scores, nodes, trie, depth, num_beams,
                                                            renormalize)  # [B, C] each, C >= N
         if trie.ends_at[depth]:
             is_eos = tokens == trie.eos_token_id  # [B, C]
@@ -187,20 +255,16 @@ def constrained_beam_search(
         beam_scores, choice = candidates.topk(num_beams, dim=1)  # [B, N]
         alive = torch.isfinite(beam_scores)  # [B, N] False where too few candidates were left
         next_tokens = tokens.gather(1, choice).masked_fill(~alive, 0)  # [B, N]; dead beams feed token 0
+        parents = (choice // trie.tokens[depth].shape[1]).clamp(max=nodes.shape[1] - 1)  # [B, N] among the K beams
+        lm.advance(parents, next_tokens)
         nodes = targets.gather(1, choice).masked_fill(~alive, 0)  # [B, N] node numbers at depth + 1
-        parents = (choice // trie.tokens[depth].shape[1]).clamp(max=log_probs.shape[1] - 1)  # [B, N]
-        rows = (parents + torch.arange(batch_size, device=device)[:, None] * log_probs.shape[1]).flatten()
-        if depth == 0:
-            lm.expand(rows)  # one prompt row -> num_beams beam rows
-        else:
-            lm.reorder(rows)
-        log_probs = lm.step(next_tokens.flatten()).view(batch_size, num_beams, -1)  # [B, N, V]
+        peak_cache = max(peak_cache, lm.cache_bytes())
     done_items = done_items.masked_fill(~torch.isfinite(done_scores), -1)
-    return DecodingOutput(items=done_items, scores=done_scores)
+    return DecodingOutput(items=done_items, scores=done_scores, peak_cache_bytes=peak_cache)
 
 
-def _score_continuations(log_probs: torch.Tensor, beam_scores: torch.Tensor, nodes: torch.Tensor, trie: SIDTrie,
-                         depth: int, num_beams: int, renormalize: bool):
+def _score_continuations(lm: SharedPromptLM | PerBeamLM, beam_scores: torch.Tensor, nodes: torch.Tensor,
+                         trie: SIDTrie, depth: int, num_beams: int, renormalize: bool):
     """Every allowed continuation of every beam, flattened per prompt.
 
     Returns:
@@ -210,7 +274,7 @@ def _score_continuations(log_probs: torch.Tensor, beam_scores: torch.Tensor, nod
     tokens = trie.tokens[depth][nodes]  # [B, K, F]
     targets = trie.targets[depth][nodes]  # [B, K, F]
     valid = tokens >= 0
-    step_scores = log_probs.gather(2, tokens.clamp(min=0))  # [B, K, F]
+    step_scores = lm.log_probs_of(tokens.clamp(min=0))  # [B, K, F] full-vocabulary log-probabilities
     if renormalize:
         step_scores = step_scores - step_scores.masked_fill(~valid, float("-inf")).logsumexp(2, keepdim=True)
     scores = (beam_scores[:, :, None] + step_scores).masked_fill(~valid, float("-inf"))
@@ -232,6 +296,7 @@ def constrained_sample(
     num_samples: int,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    prompt_cache: str = "auto",
 ) -> DecodingOutput:
     """Sample ``num_samples`` valid items per prompt (independently, so items may repeat).
 
@@ -243,6 +308,7 @@ def constrained_sample(
         num_samples: items drawn per prompt (GRPO's group size).
         temperature: > 0; 1 samples the model's constrained distribution.
         generator: random generator on the model's device, for reproducible draws.
+        prompt_cache: as for :func:`constrained_beam_search` (the draws are the same either way).
 
     Returns:
         :class:`DecodingOutput` with ``[B, num_samples]`` items (in draw order, not sorted) and
@@ -252,31 +318,33 @@ def constrained_sample(
     if not temperature > 0:
         raise ConfigurationError(f"temperature must be > 0, got {temperature}; use constrained_beam_search for greedy")
     batch_size, device = input_ids.shape[0], input_ids.device
-    rows = batch_size * num_samples
-    lm = CachedLM(model, attention_mask)
-    log_probs = lm.prefill(input_ids)  # [B, V]
-    first_rows = torch.arange(batch_size, device=device).repeat_interleave(num_samples)  # [B * G]
-    lm.expand(first_rows)
-    log_probs = log_probs[first_rows]  # [B * G, V]
-    nodes = torch.zeros(rows, dtype=torch.long, device=device)
-    done = torch.zeros(rows, dtype=torch.bool, device=device)
-    scores = torch.zeros(rows, device=device)
-    items = torch.full((rows,), -1, dtype=torch.long, device=device)
+    lm = stepper(model, attention_mask, num_samples, trie.max_depth - 1, prompt_cache)
+    lm.prefill(input_ids)
+    shape = (batch_size, num_samples)
+    nodes = torch.zeros(shape, dtype=torch.long, device=device)
+    done = torch.zeros(shape, dtype=torch.bool, device=device)
+    scores = torch.zeros(shape, device=device)
+    items = torch.full(shape, -1, dtype=torch.long, device=device)
+    peak_cache = lm.cache_bytes()
     for depth in range(trie.max_depth):
-        allowed = trie.tokens[depth][nodes]  # [B * G, F]
+        allowed = trie.tokens[depth][nodes]  # [B, G, F]
         targets = trie.targets[depth][nodes]
-        valid = (allowed >= 0) & ~done[:, None]
-        step_scores = log_probs.gather(1, allowed.clamp(min=0))  # [B * G, F]
-        logits = (step_scores / temperature).masked_fill(~valid, float("-inf"))
-        logits[:, 0] = logits[:, 0].masked_fill(done, 0.0)  # finished rows draw a dummy column
+        valid = (allowed >= 0) & ~done[:, :, None]
+        beams = 1 if depth == 0 else num_samples  # every sample starts from its prompt's one row
+        step_scores = lm.log_probs_of(allowed[:, :beams].clamp(min=0))  # [B, K, F]
+        step_scores = step_scores.expand(batch_size, num_samples, -1).reshape(-1, allowed.shape[2])  # [B * G, F]
+        logits = (step_scores / temperature).masked_fill(~valid.flatten(0, 1), float("-inf"))
+        flat_done = done.flatten()
+        logits[:, 0] = logits[:, 0].masked_fill(flat_done, 0.0)  # finished rows draw a dummy column
         choice = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator)  # [B * G, 1]
-        token = allowed.gather(1, choice).squeeze(1)
-        target = targets.gather(1, choice).squeeze(1)
-        scores = scores + step_scores.gather(1, choice).squeeze(1).masked_fill(done, 0.0)
+        token = allowed.flatten(0, 1).gather(1, choice).view(shape)
+        target = targets.flatten(0, 1).gather(1, choice).view(shape)
+        scores = scores + step_scores.gather(1, choice).view(shape).masked_fill(done, 0.0)
         ends = ~done & (token == trie.eos_token_id)
         items = torch.where(ends, target, items)
         done = done | ends
         nodes = target.masked_fill(done, 0)
         if depth < trie.max_depth - 1:
-            log_probs = lm.step(token.masked_fill(done, trie.eos_token_id))
-    return DecodingOutput(items=items.view(batch_size, num_samples), scores=scores.view(batch_size, num_samples))
+            lm.advance(None, token.masked_fill(done, trie.eos_token_id))  # each sample continues itself
+            peak_cache = max(peak_cache, lm.cache_bytes())
+    return DecodingOutput(items=items, scores=scores, peak_cache_bytes=peak_cache)
