@@ -19,7 +19,8 @@ from rec_lightning.commands.arguments import run_function
 def embed_items(data_dir: str, category: str, output: str, encoder: str = "minilm", batch_size: int = 64,
                 device: str = "auto", normalize: bool = True, max_length: int | None = None,
                 dtype: Literal["float32", "bfloat16", "float16"] = "float32", progress: bool = True,
-                collaborative_dim: int = 0, collaborative_weight: float = 1.0, collaborative_window: int = 1) -> Path:
+                collaborative_dim: int = 0, collaborative_weight: float = 1.0, collaborative_window: int = 1,
+                collaborative_count: Literal["occurrences", "per_user"] = "occurrences") -> Path:
     """Embed every item of a category with an HF encoder and save ``[N, D]`` float32 as ``.npy``.
 
     Text = cleaned title + " " + cleaned description; items with neither get "unknown item" (counted).
@@ -42,6 +43,8 @@ def embed_items(data_dir: str, category: str, output: str, encoder: str = "minil
             only (``rec_lightning.data.collaborative``); 0: text only. With ``--encoder none``: collaborative only.
         collaborative_weight: scale of the (unit-norm) collaborative part against the (unit-norm) text part.
         collaborative_window: items at most this many positions apart in a train row co-occur.
+        collaborative_count: ``occurrences`` counts every co-occurrence; ``per_user`` counts each pair of
+            items at most once per user (a sliding-window train split repeats a user's pairs in many rows).
 
     Returns:
         The path written.
@@ -51,7 +54,8 @@ def embed_items(data_dir: str, category: str, output: str, encoder: str = "minil
 
     try:
         output_path, meta = embed(data_dir, category, output, encoder, batch_size, device, normalize, max_length, dtype,
-                                  progress, collaborative_dim, collaborative_weight, collaborative_window)
+                                  progress, collaborative_dim, collaborative_weight, collaborative_window,
+                                  collaborative_count)
     except (ConfigurationError, DataValidationError) as err:
         raise SystemExit(str(err)) from None
     print(format_summary(output_path, meta, collaborative_dim))

@@ -18,12 +18,14 @@ from rec_lightning.errors import ConfigurationError
 from rec_lightning.files.atomic import write_npy_atomic, write_text_atomic
 
 DTYPES = ("float32", "bfloat16", "float16")
+#: ``--collaborative_count`` values (``rec_lightning.data.collaborative.COUNT_MODES``, kept torch-free here).
+COLLABORATIVE_COUNTS = ("occurrences", "per_user")
 
 
 def embed_items(data_dir: str, category: str, output: str, encoder: str = "minilm", batch_size: int = 64,
                 device: str = "auto", normalize: bool = True, max_length: int | None = None, dtype: str = "float32",
                 progress: bool = True, collaborative_dim: int = 0, collaborative_weight: float = 1.0,
-                collaborative_window: int = 1) -> tuple[Path, dict]:
+                collaborative_window: int = 1, collaborative_count: str = "occurrences") -> tuple[Path, dict]:
     """Embed every item of a category and write ``output`` (``.npy``) and its ``.json`` sidecar.
 
     Arguments as the ``embed-items`` command. Returns the path written and the sidecar's record
@@ -38,6 +40,8 @@ def embed_items(data_dir: str, category: str, output: str, encoder: str = "minil
 
     if dtype not in DTYPES:
         raise ConfigurationError(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    if collaborative_count not in COLLABORATIVE_COUNTS:
+        raise ConfigurationError(f"--collaborative_count must be occurrences or per_user, got {collaborative_count!r}")
     output_path = Path(output)
     if output_path.suffix != ".npy":
         raise ConfigurationError(f"--output must end in .npy, got {output!r}")
@@ -56,7 +60,8 @@ def embed_items(data_dir: str, category: str, output: str, encoder: str = "minil
         vectors = result.embeddings
     if collaborative_dim > 0:
         vectors = np.concatenate([vectors, collaborative_weight * collaborative_vectors(
-            data_dir, category, len(items.texts), collaborative_dim, collaborative_window)], axis=1).astype(np.float32)
+            data_dir, category, len(items.texts), collaborative_dim, collaborative_window, collaborative_count)],
+            axis=1).astype(np.float32)
     seconds = time.perf_counter() - start
     write_npy_atomic(output_path, vectors)
     meta = {"data_dir": str(data_dir), "category": category, "encoder": encoder, "normalize": normalize,
@@ -64,19 +69,24 @@ def embed_items(data_dir: str, category: str, output: str, encoder: str = "minil
             "dim": int(vectors.shape[1]), "num_placeholder_texts": items.num_placeholders,
             "num_truncated_texts": result.num_truncated if result else 0,
             "collaborative": {"dim": collaborative_dim, "weight": collaborative_weight, "window": collaborative_window,
+                              "count": collaborative_count,
                               "source": "train split only, PPMI-SVD"} if collaborative_dim > 0 else None,
             "seconds": round(seconds, 2)}
     write_text_atomic(output_path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
     return output_path, meta
 
 
-def collaborative_vectors(data_dir: str, category: str, num_items: int, dim: int, window: int) -> np.ndarray:
-    """PPMI-SVD vectors ``[N, dim]`` from the train split of ``data_dir`` (any valid SIDs, e.g. positional)."""
+def collaborative_vectors(data_dir: str, category: str, num_items: int, dim: int, window: int,
+                          count: str = "occurrences") -> np.ndarray:
+    """PPMI-SVD vectors ``[N, dim]`` from the train split of ``data_dir`` (any valid SIDs, e.g. positional).
+
+    ``count``: ``occurrences`` (every co-occurrence) or ``per_user`` (each pair at most once per user).
+    """
     from rec_lightning.data.collaborative import ppmi_svd_vectors
     from rec_lightning.data.records import load_rec_data
 
     train = load_rec_data(data_dir, category, splits=("train",)).splits["train"]
-    return ppmi_svd_vectors(train, num_items, dim, window).numpy()
+    return ppmi_svd_vectors(train, num_items, dim, window, count=count).numpy()
 
 
 def format_summary(output_path: Path, meta: dict, collaborative_dim: int) -> str:

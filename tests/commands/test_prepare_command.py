@@ -90,3 +90,20 @@ def test_embed_items_collaborative_only_on_a_prepared_folder(prepared, tmp_path)
     assert vectors.shape == (30, 6) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     meta = json.loads((tmp_path / "cf.json").read_text())
     assert meta["collaborative"]["source"] == "train split only, PPMI-SVD" and meta["dim"] == 6
+    assert meta["collaborative"]["count"] == "occurrences"
+
+
+def test_embed_items_collaborative_per_user_counts(prepared, tmp_path):
+    import numpy as np
+
+    from rec_lightning.data.item_embeddings import embed_items
+    from rec_lightning.errors import ConfigurationError
+
+    path, meta = embed_items(str(prepared), "Lab_Shop", str(tmp_path / "cf.npy"), encoder="none", progress=False,
+                             collaborative_dim=6, collaborative_count="per_user")
+    vectors = np.load(path)
+    assert vectors.shape == (30, 6) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert meta["collaborative"]["count"] == "per_user"
+    with pytest.raises(ConfigurationError, match="collaborative_count"):
+        embed_items(str(prepared), "Lab_Shop", str(tmp_path / "x.npy"), encoder="none", collaborative_dim=6,
+                    collaborative_count="per_row")
