@@ -1,15 +1,20 @@
 """GPU benchmark: constrained beam search at beam 50 for a Qwen2.5-1.5B-shaped model, ours vs the reference.
 
-Usage: python benchmarks/gpu_decoding.py [--batch_sizes 16 32 64] [--num_prompts 512]
+Usage: python benchmarks/gpu_decoding.py [--batch_sizes 16 32 64 128 256] [--num_prompts 512] [--smoke]
 
 A randomly initialised Qwen2 with Qwen2.5-1.5B's shape (28 layers, hidden 1536, 12/2 heads, tied
 embeddings) and its vocabulary plus 560 SID tokens, in bf16; no download. Prompts are random
 tokens of 150-250 tokens (the canonical prompt's length with Qwen's tokenizer), left padded. The
 catalog is the real Industrial index when ../shared/data/Amazon is present, else 3,686 random
-3-level SIDs. Reports users/s of ours per batch size, the bare forward floor at the best batch size,
-the reference (generate + per-beam processor, 8 prompts per batch as MiniOneRec), and whether the
-rankings agree on a subset (run in float32: bf16 rounding differs between batch shapes, which
-reorders near-ties). Under 3 minutes on one H100; on a machine without CUDA it says so and exits.
+3-level SIDs. Reports, for both KV-cache layouts (``per_beam``: each prompt's cache copied into its
+beams; ``shared``: one prompt cache per prompt, issue 25), users/s, peak GPU memory and peak KV-cache
+bytes per batch size (a batch that runs out of memory is reported as such); the bare forward floor
+of the per-beam layout at its best batch size; a torch.profiler table of one batch of each layout at
+its best batch size; the reference (generate + per-beam processor, 8 prompts per batch as
+MiniOneRec); and whether the rankings agree on a subset (run in float32: bf16 rounding differs
+between batch shapes, which reorders near-ties). About 5 minutes on one H100; on a machine without
+CUDA it says so and exits. ``--smoke`` runs every part on CPU with a 2-layer stand-in and a few
+prompts (a test runs it), so the script is known to work before a GPU is available.
 """
 
 from __future__ import annotations
@@ -98,7 +103,7 @@ def main() -> None:
     parser.add_argument("--data_dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/Amazon"))
     parser.add_argument("--num_prompts", type=int, default=512)
     parser.add_argument("--num_beams", type=int, default=50)
-    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     parser.add_argument("--reference_prompts", type=int, default=64, help="prompts for the (slow) reference timing")
     parser.add_argument("--check_prompts", type=int, default=16, help="prompts for the float32 ranking check")
     parser.add_argument("--min_length", type=int, default=150)
@@ -107,7 +112,7 @@ def main() -> None:
                         "that the script runs, measures nothing meaningful")
     args = parser.parse_args()
     if args.smoke:
-        args.num_prompts, args.reference_prompts, args.check_prompts, args.batch_sizes = 16, 8, 8, [8]
+        args.num_prompts, args.reference_prompts, args.check_prompts, args.batch_sizes = 8, 4, 4, [4, 8]
         args.min_length, args.max_length = 20, 40
     elif not torch.cuda.is_available():
         print("no CUDA device: this benchmark needs a GPU (on CPU, run benchmarks/decoding.py)")
@@ -129,8 +134,9 @@ def main() -> None:
     prompts = random_prompts(args.num_prompts, args.min_length, args.max_length)
     beams = args.num_beams
 
-    def ours(batch):
-        return constrained_beam_search(model, batch["input_ids"], batch["attention_mask"], trie, beams)
+    def decode(cache):
+        return lambda batch: constrained_beam_search(model, batch["input_ids"], batch["attention_mask"], trie, beams,
+                                                     prompt_cache=cache)
 
     def reference(batch):
         return reference_beam_search(model, batch["input_ids"], batch["attention_mask"], trie, beams)
@@ -140,47 +146,72 @@ def main() -> None:
     shape = "a 2-layer stand-in" if args.smoke else "random Qwen2.5-1.5B shape"
     print(f"model: {shape}, bf16, vocab {vocab_size}; catalog: {catalog_note}; beams {beams}; "
           f"prompts {args.min_length}-{args.max_length} tokens")
-    print(f"{'path':<52}{'prompts':>8}{'seconds':>9}{'users/s':>9}{'peak GiB':>10}")
-    best = None
-    for batch_size in args.batch_sizes:
-        if not args.smoke:
-            torch.cuda.reset_peak_memory_stats()
-        try:
-            seconds, _ = timed_pass(prompts, batch_size, ours, device)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            print(f"{'ours, batch ' + str(batch_size):<52}{'out of memory':>36}")
-            continue
-        peak = 0.0 if args.smoke else torch.cuda.max_memory_allocated() / 2**30
-        print(f"{'ours, batch ' + str(batch_size):<52}{len(prompts):>8}{seconds:>9.2f}{len(prompts) / seconds:>9.1f}"
-              f"{peak:>10.1f}")
-        if best is None or seconds < best[1]:
-            best = (batch_size, seconds)
-        if not args.smoke:
-            torch.cuda.empty_cache()
-    if best is None:
+    print("| cache | batch | prompts | seconds | users/s | peak GiB | peak KV cache GiB |")
+    print("|---|---|---|---|---|---|---|")
+    best: dict[str, tuple[int, float]] = {}
+    for cache in ("per_beam", "shared"):
+        for batch_size in args.batch_sizes:
+            if not args.smoke:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            try:
+                seconds, outputs = timed_pass(prompts, batch_size, decode(cache), device)
+            except torch.cuda.OutOfMemoryError:
+                outputs = None
+            if outputs is None:
+                print(f"| {cache} | {batch_size} | {len(prompts)} | out of memory | | | |", flush=True)
+                break  # larger batches cannot fit either
+            peak = 0.0 if args.smoke else torch.cuda.max_memory_allocated() / 2**30
+            kv = max(o.peak_cache_bytes for o in outputs) / 2**30
+            print(f"| {cache} | {batch_size} | {len(prompts)} | {seconds:.2f} | {len(prompts) / seconds:.1f} | "
+                  f"{peak:.1f} | {kv:.2f} |", flush=True)
+            if cache not in best or seconds < best[cache][1]:
+                best[cache] = (batch_size, seconds)
+    if not best:
         return
-    bare_seconds, _ = timed_pass(prompts, best[0], lambda b: bare_forward(model, b, beams, trie.max_depth - 1, sid_ids),
-                                 device)
-    print(f"{'bare forward floor, batch ' + str(best[0]):<52}{len(prompts):>8}{bare_seconds:>9.2f}"
-          f"{len(prompts) / bare_seconds:>9.1f}")
+    if "per_beam" in best:
+        size = best["per_beam"][0]
+        bare_seconds, _ = timed_pass(prompts, size,
+                                     lambda b: bare_forward(model, b, beams, trie.max_depth - 1, sid_ids), device)
+        print(f"bare forward floor (per-beam cache), batch {size}: {bare_seconds:.2f} s, "
+              f"{len(prompts) / bare_seconds:.1f} users/s")
     ref_prompts = prompts[: args.reference_prompts]
     ref_seconds, _ = timed_pass(ref_prompts, 8, reference, device)
-    print(f"{'reference: generate + per-beam processor, batch 8':<52}{len(ref_prompts):>8}{ref_seconds:>9.2f}"
-          f"{len(ref_prompts) / ref_seconds:>9.1f}")
-    ours_rate, ref_rate = len(prompts) / best[1], len(ref_prompts) / ref_seconds
-    print(f"ours (batch {best[0]}) / bare = {best[1] / bare_seconds:.2f}x; ours is {ours_rate / ref_rate:.1f}x the "
-          f"reference's users/s")
+    ref_rate = len(ref_prompts) / ref_seconds
+    print(f"reference: generate + per-beam processor, batch 8: {len(ref_prompts)} prompts, {ref_seconds:.2f} s, "
+          f"{ref_rate:.1f} users/s")
+    for cache, (size, seconds) in best.items():
+        print(f"{cache} at its best batch ({size}): {len(prompts) / seconds:.1f} users/s, "
+              f"{len(prompts) / seconds / ref_rate:.1f}x the reference")
+    for cache, (size, _) in best.items():
+        profile_one_batch(decode(cache), left_pad(prompts[:size], device), f"{cache}, batch {size}", args.smoke)
 
     model.float()  # the ranking check in float32 (see the module docstring)
     check = prompts[: args.check_prompts]
-    _, mine = timed_pass(check, 8, ours, device)
-    _, theirs = timed_pass(check, 8, reference, device)
-    joined = [torch.cat([getattr(o, field) for o in outputs]).cpu() for outputs in (mine, theirs)
-              for field in ("items", "scores")]
-    agreement = compare_rankings(*joined)
-    print(f"rankings vs reference on {len(check)} prompts (float32, batch 8 both): {agreement['identical']} identical, "
-          f"{agreement['ties_only']} differ only in tied items, {agreement['different']} different")
+    results = {name: timed_pass(check, 8, run, device)[1]
+               for name, run in (("shared", decode("shared")), ("per_beam", decode("per_beam")),
+                                 ("reference", reference))}
+    joined = {name: [torch.cat([getattr(o, field) for o in outputs]).cpu() for field in ("items", "scores")]
+              for name, outputs in results.items()}
+    for other in ("per_beam", "reference"):
+        agreement = compare_rankings(*joined["shared"], *joined[other], atol=1e-4)
+        print(f"rankings shared vs {other} on {len(check)} prompts (float32, batch 8): {agreement['identical']} "
+              f"identical, {agreement['ties_only']} differ only in tied items, {agreement['different']} different")
+
+
+def profile_one_batch(run, batch: dict, label: str, smoke: bool) -> None:
+    """torch.profiler over one decoding batch: the top operators by device (CPU in smoke mode) time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([] if smoke else [ProfilerActivity.CUDA])
+    run(batch)  # warm-up outside the profile
+    synchronize()
+    with profile(activities=activities, profile_memory=not smoke) as prof:
+        run(batch)
+        synchronize()
+    sort = "self_cpu_time_total" if smoke else "self_cuda_time_total"
+    print(f"\nprofile: {label}, top operators by {sort}")
+    print(prof.key_averages().table(sort_by=sort, row_limit=12, max_name_column_width=40))
 
 
 if __name__ == "__main__":

@@ -139,6 +139,7 @@ class PerBeamLM:
     def advance(self, parents: torch.Tensor | None, tokens: torch.Tensor) -> None:
         batch_size, beams = tokens.shape
         previous = self.log_probs.shape[1]
+        self.log_probs = None  # freed before the step's new [rows, V] log-probabilities exist
         if parents is None and self.started:  # every beam continues itself: nothing moves
             self.log_probs = self.lm.step(tokens.flatten()).view(batch_size, beams, -1)
             return

@@ -130,6 +130,7 @@ class SharedPromptLM:
             logits = self.head(hidden[start:start + chunk]).float().contiguous()  # [rows, V]
             torch.log_softmax(logits, dim=-1, out=logits)
             out[start:start + chunk] = logits.gather(1, flat_tokens[start:start + chunk])
+            del logits  # before the next chunk's logits exist: one chunk at a time
         return out.view(batch_size, beams, fanout)
 
     def cache_bytes(self) -> int:
