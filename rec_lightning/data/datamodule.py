@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from rec_lightning.data.collate import Collator
 from rec_lightning.data.dataset import RecDataset
+from rec_lightning.data.dataset_cache import file_fingerprint, load_or_build, tokenizer_fingerprint
 from rec_lightning.data.demo import DEMO_CATEGORY, make_demo_data
 from rec_lightning.data.records import RecData, load_rec_data
 from rec_lightning.data.sampling import EpochShuffleSampler, LengthGroupedSampler, ShardSampler, sample_task_mix
@@ -34,7 +35,7 @@ from rec_lightning.data.tasks import (
 from rec_lightning.data.tokenizer import add_sid_tokens, cached_data_tokenizer, load_tokenizer
 from rec_lightning.data.windows import maximal_windows
 from rec_lightning.errors import ConfigurationError, DataValidationError
-from rec_lightning.files.layout import available_categories
+from rec_lightning.files.layout import available_categories, find_category_files, find_split_csv
 from rec_lightning.prompts import NEXT_ITEM, category_display_name, get_template
 from rec_lightning.sids.codec import ItemCatalog
 
@@ -108,6 +109,10 @@ class RecDataModule(pl.LightningDataModule):
         next_item_task: the run's next-item prompt, used for validation, generation, evaluation and
             GRPO: ``sid_history_to_sid`` (MiniOneRec's framed prompt) or ``sid_history_to_sid_compact``
             (history SIDs only, for models trained from scratch). Recorded in the final checkpoint.
+        cache_tokenized: keep the tokenized train and validation sets in ``cache_dir/datasets`` and map
+            them on later runs and on every DDP rank instead of parsing, validating and tokenizing the
+            splits again (:mod:`rec_lightning.data.dataset_cache`: keyed by the files' bytes, the
+            tokenizer and every option that shapes an example).
     """
 
     def __init__(
@@ -131,6 +136,7 @@ class RecDataModule(pl.LightningDataModule):
         next_item_task: str = NEXT_ITEM,
         history_loss: bool = False,
         drop_contained_windows: bool = False,
+        cache_tokenized: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -164,6 +170,7 @@ class RecDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.group_by_length = group_by_length
+        self.cache_tokenized = cache_tokenized
         self.data: RecData | None = None
         self._tokenizer = None
         self._catalog: ItemCatalog | None = None
@@ -203,24 +210,59 @@ class RecDataModule(pl.LightningDataModule):
             self._load_tokenizer()
 
     def setup(self, stage: str | None = None) -> None:
-        """Load and validate the splits this stage needs, then tokenize them."""
+        """Tokenize the splits this stage trains or validates on (or map them from the cache); load the others."""
         splits = _STAGE_SPLITS.get(stage or "fit", ("train", "valid", "test"))
-        needed = [s for s in splits if self.data is None or s not in self.data.splits]
-        if needed:
-            if not self.data_dir.exists() and self.hparams.data_dir is None:
-                self.prepare_data()
-            loaded = load_rec_data(self.data_dir, self.category, needed)
-            if self.data is None:
-                self.data = loaded
-            else:
-                self.data.splits.update(loaded.splits)
-        tokenizer = self.tokenizer
+        if not self.data_dir.exists() and self.hparams.data_dir is None:
+            self.prepare_data()
         if "train" in splits and "train" not in self.datasets:
-            self.datasets["train"] = RecDataset(self.train_examples(), tokenizer, self.max_length,
-                                                with_response=self.train_format == "sft",
-                                                prompt_label_ids=self.sid_token_ids if self.history_loss else None)
+            self.datasets["train"] = self._tokenized("train")
         if "valid" in splits and stage in (None, "fit", "validate") and "valid" not in self.datasets:
-            self.datasets["valid"] = RecDataset(self.generation_examples("valid"), tokenizer, self.max_length)
+            self.datasets["valid"] = self._tokenized("valid")
+        self._load_splits([s for s in splits if s not in ("train", "valid")])
+
+    def _load_splits(self, splits) -> None:
+        needed = [s for s in splits if self.data is None or s not in self.data.splits]
+        if not needed:
+            return
+        loaded = load_rec_data(self.data_dir, self.category, needed, catalog=self.catalog)
+        if self.data is None:
+            self.data = loaded
+        else:
+            self.data.splits.update(loaded.splits)
+
+    def _tokenized(self, split: str) -> RecDataset:
+        """The training task mix (``train``) or the next-item examples with responses (``valid``), tokenized."""
+        if split == "train":
+            options = dict(with_response=self.train_format == "sft",
+                           prompt_label_ids=self.sid_token_ids if self.history_loss else None)
+
+            def build():
+                return RecDataset(self.train_examples(), self.tokenizer, self.max_length, keep_examples=False,
+                                  **options)
+        else:
+            options = dict(with_response=True, prompt_label_ids=None)
+
+            def build():
+                return RecDataset(self.generation_examples(split), self.tokenizer, self.max_length,
+                                  keep_examples=False)
+        if not self.cache_tokenized:
+            return build()
+        return load_or_build(self.cache_dir / "datasets", self._cache_inputs(split), build,
+                             max_length=self.max_length, **options)
+
+    def _cache_inputs(self, split: str) -> dict:
+        """Everything a tokenized split depends on (see :mod:`rec_lightning.data.dataset_cache`)."""
+        from rec_lightning import __version__
+
+        files = find_category_files(self.data_dir, self.category)
+        paths = [find_split_csv(self.data_dir, split, self.category), files.index, files.info, files.item]
+        tasks = self.train_tasks if split == "train" else {self.next_item_task: 1.0}
+        return {"split": split, "data": file_fingerprint([p for p in paths if p is not None]),
+                "tokenizer": tokenizer_fingerprint(self.tokenizer), "tasks": tasks,
+                "templates": {task: repr(get_template(task)) for task in tasks}, "category_name": self.category_name,
+                "max_length": self.max_length, "train_format": self.train_format if split == "train" else "sft",
+                "drop_contained_windows": self.drop_contained_windows if split == "train" else False,
+                "seed": self.seed if split == "train" else None, "library": __version__}
 
     # ------------------------------------------------------------------ catalog and tokenizer
     @property
@@ -271,7 +313,7 @@ class RecDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ examples
     def train_examples(self) -> list[Example]:
         """The training task mix, sampled with ``seed``."""
-        records = self._records("train")
+        records = self.records("train")
         if self.drop_contained_windows:
             kept = maximal_windows(records)
             log.info("drop_contained_windows: %d of %d training rows are maximal windows", len(kept), len(records))
@@ -284,11 +326,11 @@ class RecDataModule(pl.LightningDataModule):
 
     def generation_examples(self, split: str) -> list[Example]:
         """The run's next-item examples (``next_item_task``) of a split, in file order."""
-        return [next_item_example(record, self.category_name, self.next_item_task) for record in self._records(split)]
+        return [next_item_example(record, self.category_name, self.next_item_task) for record in self.records(split)]
 
-    def _records(self, split: str):
-        if self.data is None or split not in self.data.splits:
-            self.setup({"train": "fit", "valid": "validate", "test": "test"}[split])
+    def records(self, split: str) -> list:
+        """The validated rows of ``split`` (loaded on first use)."""
+        self._load_splits([split])
         return self.data.splits[split]
 
     # ------------------------------------------------------------------ dataloaders

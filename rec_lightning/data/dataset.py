@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Collection, Sequence
+from typing import Collection, NamedTuple, Sequence
 
+import numpy as np
 import torch
 
 from rec_lightning.data.tasks import Example, drop_oldest_history
@@ -79,8 +80,35 @@ def encode_responses(tokenizer, responses: Sequence[str]) -> list[list[int]]:
     return [list(table[text]) for text in responses]
 
 
+class ExampleFields(NamedTuple):
+    """What a tokenized dataset keeps of each example when it does not keep the :class:`Example` itself."""
+
+    task: str
+    row: int
+    target_item_id: int | None
+    history_item_ids: tuple[int, ...]
+
+
+class _ExampleView(Sequence):
+    """``dataset.examples`` of a dataset that keeps only compact arrays: :class:`ExampleFields` per index."""
+
+    def __init__(self, dataset: "RecDataset") -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        d = self.dataset
+        target = int(d.target_item_ids[index])
+        return ExampleFields(d.task_names[int(d.task_codes[index])], int(d.rows[index]), None if target < 0 else target,
+                             d.history_item_ids(index))
+
+
 class RecDataset(torch.utils.data.Dataset):
-    """Tokenized examples.
+    """Tokenized examples, held as compact arrays (about 4 bytes per token and 30 per example).
 
     Args:
         examples: from :mod:`rec_lightning.data.tasks`.
@@ -89,47 +117,107 @@ class RecDataset(torch.utils.data.Dataset):
         with_response: False for generation (prompt only, no labels).
         prompt_label_ids: token ids that also get a label where they occur in the prompt (e.g. the SID
             token ids: the loss then covers each history item too); None = loss on the response only.
+        keep_examples: keep the :class:`Example` objects (prompt texts included) as ``examples``; False
+            keeps only :class:`ExampleFields` (task, row, target, history), which is what training needs.
 
     Raises:
         ValueError: a tokenizer without EOS, or a response longer than ``max_length``.
     """
 
+    CHUNK = 50_000  # examples tokenized at a time: bounds the Python lists alive at once
+
     def __init__(self, examples: Sequence[Example], tokenizer, max_length: int = 512, with_response: bool = True,
-                 prompt_label_ids: Collection[int] | None = None) -> None:
+                 prompt_label_ids: Collection[int] | None = None, keep_examples: bool = True) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; set tokenizer.eos_token before building datasets")
-        self.examples = list(examples)
+        examples = list(examples) if keep_examples else examples
         self.max_length = max_length
         self.with_response = with_response
         self.prompt_label_ids = frozenset(prompt_label_ids) if prompt_label_ids else None
-        prompts = encode_prompts(tokenizer, [e.prompt for e in self.examples])
-        responses = encode_responses(tokenizer, [e.response for e in self.examples]) if with_response else None
-        self.input_ids: list[list[int]] = []
-        self.num_prompt_tokens: list[int] = []
         self.num_truncated = 0  # cut from the left (no history left to drop)
         self.num_shortened = 0  # oldest history items dropped
-        for i, prompt in enumerate(prompts):
-            response = responses[i] if responses is not None else []
-            if len(response) >= max_length:
-                example = self.examples[i]
-                raise ConfigurationError(f"the response of example {i} (task {example.task}, row {example.row}) is "
-                                 f"{len(response)} tokens, not shorter than max_length={max_length}; raise max_length")
-            room = max_length - len(response)
-            if len(prompt) > room:
-                prompt = self._fit_prompt(i, prompt, room, tokenizer)
-            self.input_ids.append(prompt + response)
-            self.num_prompt_tokens.append(len(prompt))
+        tasks: dict[str, int] = {}
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in ("tokens", "lengths", "prompt", "target", "row",
+                                                                     "task", "history", "history_lengths")}
+        for start in range(0, len(examples), self.CHUNK):
+            chunk = list(examples[start:start + self.CHUNK])
+            prompts = encode_prompts(tokenizer, [e.prompt for e in chunk])
+            responses = encode_responses(tokenizer, [e.response for e in chunk]) if with_response else None
+            tokens: list[int] = []
+            lengths, prompt_lengths, histories = [], [], []
+            for offset, prompt in enumerate(prompts):
+                i = start + offset
+                response = responses[offset] if responses is not None else []
+                if len(response) >= max_length:
+                    example = chunk[offset]
+                    raise ConfigurationError(f"the response of example {i} (task {example.task}, row {example.row}) "
+                                             f"is {len(response)} tokens, not shorter than max_length={max_length}; "
+                                             "raise max_length")
+                room = max_length - len(response)
+                if len(prompt) > room:
+                    chunk[offset], prompt = self._fit_prompt(i, chunk[offset], prompt, room, tokenizer)
+                    if keep_examples:
+                        examples[i] = chunk[offset]
+                tokens += prompt
+                tokens += response
+                lengths.append(len(prompt) + len(response))
+                prompt_lengths.append(len(prompt))
+                histories += chunk[offset].history_item_ids
+            parts["tokens"].append(np.asarray(tokens, dtype=np.int32))
+            parts["lengths"].append(np.asarray(lengths, dtype=np.int64))
+            parts["prompt"].append(np.asarray(prompt_lengths, dtype=np.int32))
+            parts["target"].append(np.asarray([-1 if e.target_item_id is None else e.target_item_id for e in chunk],
+                                              dtype=np.int64))
+            parts["row"].append(np.asarray([e.row for e in chunk], dtype=np.int64))
+            parts["task"].append(np.asarray([tasks.setdefault(e.task, len(tasks)) for e in chunk], dtype=np.int16))
+            parts["history"].append(np.asarray(histories, dtype=np.int64))
+            parts["history_lengths"].append(np.asarray([len(e.history_item_ids) for e in chunk], dtype=np.int64))
+        joined = {name: np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+                  for name, arrays in parts.items()}
+        self._set_arrays(token_ids=joined["tokens"].astype(np.int32), token_offsets=_offsets(joined["lengths"]),
+                         prompt_lengths=joined["prompt"].astype(np.int32), target_item_ids=joined["target"],
+                         rows=joined["row"], task_codes=joined["task"].astype(np.int16),
+                         history_ids=joined["history"], history_offsets=_offsets(joined["history_lengths"]),
+                         task_names=list(tasks))
+        self.examples = examples if keep_examples else _ExampleView(self)
         if self.num_shortened:
             log.warning("%d of %d examples were longer than max_length=%d; their oldest history items were dropped "
-                        "until they fit", self.num_shortened, len(self.examples), max_length)
+                        "until they fit", self.num_shortened, len(self), max_length)
         if self.num_truncated:
             log.warning("%d of %d examples were longer than max_length=%d even with one history item (or have no "
-                        "history); their prompts were cut from the left", self.num_truncated, len(self.examples),
-                        max_length)
+                        "history); their prompts were cut from the left", self.num_truncated, len(self), max_length)
 
-    def _fit_prompt(self, i: int, prompt: list[int], room: int, tokenizer) -> list[int]:
+    def _set_arrays(self, *, token_ids, token_offsets, prompt_lengths, target_item_ids, rows, task_codes, history_ids,
+                    history_offsets, task_names) -> None:
+        self.token_ids = token_ids  # [T] int32, every example's tokens back to back
+        self.token_offsets = token_offsets  # [N + 1] int64
+        self.prompt_lengths = prompt_lengths  # [N] int32
+        self.target_item_ids = target_item_ids  # [N] int64, -1 = none
+        self.rows = rows  # [N] int64
+        self.task_codes = task_codes  # [N] int16 into task_names
+        self.history_ids = history_ids  # [H] int64
+        self.history_offsets = history_offsets  # [N + 1] int64
+        self.task_names = list(task_names)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, task_names: Sequence[str], max_length: int, with_response: bool,
+                    prompt_label_ids: Collection[int] | None = None, num_shortened: int = 0,
+                    num_truncated: int = 0) -> "RecDataset":
+        """A dataset over arrays saved by :mod:`rec_lightning.data.dataset_cache` (memory-mapped is fine)."""
+        dataset = cls.__new__(cls)
+        dataset.max_length, dataset.with_response = max_length, with_response
+        dataset.prompt_label_ids = frozenset(prompt_label_ids) if prompt_label_ids else None
+        dataset.num_shortened, dataset.num_truncated = num_shortened, num_truncated
+        dataset._set_arrays(task_names=task_names, **arrays)
+        dataset.examples = _ExampleView(dataset)
+        return dataset
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays :meth:`from_arrays` takes (what a cache stores)."""
+        return {name: getattr(self, name) for name in ARRAY_NAMES}
+
+    def _fit_prompt(self, i: int, example: Example, prompt: list[int], room: int, tokenizer) -> tuple[Example, list[int]]:
         """The longest history suffix whose prompt fits ``room`` tokens (binary search on the items dropped)."""
-        example = self.examples[i]
         low, high, best = 1, len(example.history_sids) - 1, None  # drop between 1 and all but one item
         while low <= high:
             count = (low + high) // 2
@@ -140,32 +228,43 @@ class RecDataset(torch.utils.data.Dataset):
             else:
                 low = count + 1
         if best is not None:
-            self.examples[i], prompt = best
             self.num_shortened += 1
-            return prompt
+            return best
         self.num_truncated += 1
         prompt = prompt[len(prompt) - room:]
-        self.examples[i] = replace(example, prompt=tokenizer.decode(prompt))  # what the model saw
-        return prompt
+        return replace(example, prompt=tokenizer.decode(prompt)), prompt  # what the model saw
 
     def __len__(self) -> int:
-        return len(self.examples)
+        return len(self.prompt_lengths)
 
     @property
-    def lengths(self) -> list[int]:
+    def lengths(self) -> np.ndarray:
         """Token count of each item (used for length-grouped batching)."""
-        return [len(ids) for ids in self.input_ids]
+        return np.diff(self.token_offsets)
+
+    def history_item_ids(self, index: int) -> tuple[int, ...]:
+        return tuple(self.history_ids[self.history_offsets[index]:self.history_offsets[index + 1]].tolist())
 
     def __getitem__(self, index: int) -> dict:
-        ids = self.input_ids[index]
-        target = self.examples[index].target_item_id
-        item = {"input_ids": ids, "index": index, "target_item_id": -1 if target is None else target,
-                "history_item_ids": self.examples[index].history_item_ids}
+        ids = self.token_ids[self.token_offsets[index]:self.token_offsets[index + 1]].tolist()
+        target = int(self.target_item_ids[index])
+        item = {"input_ids": ids, "index": index, "target_item_id": target,
+                "history_item_ids": self.history_item_ids(index)}
         if self.with_response:
-            n_prompt = self.num_prompt_tokens[index]
+            n_prompt = int(self.prompt_lengths[index])
             if self.prompt_label_ids is None:
                 prompt_labels = [IGNORE_INDEX] * n_prompt
             else:
                 prompt_labels = [i if i in self.prompt_label_ids else IGNORE_INDEX for i in ids[:n_prompt]]
             item["labels"] = prompt_labels + ids[n_prompt:]
         return item
+
+
+ARRAY_NAMES = ("token_ids", "token_offsets", "prompt_lengths", "target_item_ids", "rows", "task_codes",
+               "history_ids", "history_offsets")
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets

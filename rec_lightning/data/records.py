@@ -59,15 +59,19 @@ class RecData:
 
 
 def load_rec_data(
-    data_dir: str | Path, category: str, splits: Sequence[str] = SPLITS
+    data_dir: str | Path, category: str, splits: Sequence[str] = SPLITS, catalog: ItemCatalog | None = None
 ) -> RecData:
     """Load and validate a category's catalog and the requested splits.
+
+    Args:
+        catalog: the category's catalog if already loaded (it is read from the index files otherwise).
 
     Raises:
         DataValidationError: any missing file or invalid row, naming file, line and column.
     """
-    files = find_category_files(data_dir, category)
-    catalog = ItemCatalog.from_files(files.index, files.info, files.item)
+    if catalog is None:
+        files = find_category_files(data_dir, category)
+        catalog = ItemCatalog.from_files(files.index, files.info, files.item)
     data = RecData(Path(data_dir), category, catalog)
     for split in splits:
         path = find_split_csv(data_dir, split, category)

@@ -118,7 +118,7 @@ class LengthGroupedSampler(_Resumable, DistributedSampler):
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega_batch_factor: int = 50,
                  num_replicas: int | None = None, rank: int | None = None) -> None:
-        self.lengths = list(lengths)
+        self.lengths = lengths.tolist() if hasattr(lengths, "tolist") else list(lengths)
         self.batch_size = batch_size
         self.seed = seed
         self.mega_batch_factor = mega_batch_factor

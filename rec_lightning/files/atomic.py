@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["write_atomic", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "write_npy_atomic"]
+__all__ = ["write_atomic", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "write_npy_atomic",
+           "write_folder_atomic"]
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
@@ -57,3 +58,31 @@ def write_npy_atomic(path: str | Path, array: Any) -> Path:
             np.save(stream, array, allow_pickle=False)
 
     return write_atomic(path, save)
+
+
+def write_folder_atomic(path: str | Path, write: Callable[[Path], Any]) -> bool:
+    """Call ``write(staging)`` on a new temporary folder beside ``path``, then rename it to ``path``.
+
+    A reader sees no folder or the complete one. If ``path`` appeared meanwhile (another process wrote
+    the same content first), the staging folder is removed and the existing one is kept.
+
+    Returns:
+        True if this call's folder was put in place, False if one was already there.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        write(staging)
+        try:
+            os.rename(staging, path)
+            return True
+        except OSError:
+            if path.is_dir():  # another process finished first
+                return False
+            raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

@@ -10,7 +10,7 @@ def test_train_batches_mix_tasks_and_mask_prompts(demo_datamodule):
     dm = demo_datamodule
     tasks = {e.task for e in dm.datasets["train"].examples}
     assert tasks == set(dm.train_tasks)
-    n_train = len(dm.data.splits["train"])
+    n_train = len(dm.records("train"))
     # 4 sequence tasks x rows + 2 item tasks x items (every demo item has a title)
     assert len(dm.datasets["train"]) == 4 * n_train + 2 * len(dm.catalog)
     batch = next(iter(dm.train_dataloader()))
@@ -36,7 +36,7 @@ def test_sid_token_ids_and_item_token_ids(demo_datamodule):
 def test_validation_uses_next_item_prompt(demo_datamodule):
     dm = demo_datamodule
     examples = dm.datasets["valid"].examples
-    assert len(examples) == len(dm.data.splits["valid"])
+    assert len(examples) == len(dm.records("valid"))
     assert {e.task for e in examples} == {"sid_history_to_sid"}
 
 
@@ -50,7 +50,7 @@ def test_generation_loader_left_pads_and_covers_rows_once(demo_datamodule):
         seen += batch["index"].tolist()
         for row, index in enumerate(batch["index"].tolist()):
             assert batch["target_item_id"][row].item() == loader.dataset.examples[index].target_item_id
-    assert sorted(seen) == list(range(len(dm.data.splits["valid"])))
+    assert sorted(seen) == list(range(len(dm.records("valid"))))
     subset = dm.generation_dataloader("valid", limit=50, seed=1)
     assert len(subset.dataset) == 50
     assert [e.row for e in subset.dataset.examples] == sorted(e.row for e in subset.dataset.examples)
@@ -111,6 +111,6 @@ def test_prompts_format_for_rl(demo_dir, tmp_path):
     assert bool((batch["attention_mask"][:, -1] == 1).all())  # left padded, prompts end at the last column
     assert bool((batch["target_item_id"] >= 0).all())
     examples = dm.datasets["train"].examples
-    assert len(examples) == len(dm.data.splits["train"]) + round(0.5 * len(dm.catalog))
+    assert len(examples) == len(dm.records("train")) + round(0.5 * len(dm.catalog))
     with pytest.raises(ValueError, match=r"\['sid_to_title'\] answer with a title"):
         RecDataModule(train_format="prompts", train_tasks={"sid_to_title": 1.0})

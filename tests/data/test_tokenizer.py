@@ -129,7 +129,7 @@ def test_every_prompt_template_round_trips_on_real_data(tmp_path):
     write_model_config(folder)
     save_tokenizer(tokenizer, folder, datamodule.catalog.sid_tokens)
     reloaded = AutoTokenizer.from_pretrained(str(folder))
-    records = datamodule._records("valid")
+    records = datamodule.records("valid")
     for task in TASKS:
         examples = build_examples(task, records, datamodule.catalog, datamodule.category_name)
         prompts = [e.prompt for e in examples]

@@ -85,7 +85,8 @@ def test_reference_is_the_trained_sft_model_on_the_prompts_it_was_trained_on(sft
     module = built_module(dm, dirs[mode], finetune=mode, group={"size": 4}, loss={"beta": 0.1})
     batch = next(iter(dm.train_dataloader()))
     rollout, _ = module.rollout(batch)
-    examples = [dm.datasets["train"].examples[i] for i in batch["index"].tolist()]
+    everything = dm.train_examples()  # the training set keeps token ids, not prompt texts: rebuild them (seeded)
+    examples = [everything[i] for i in batch["index"].tolist()]
     trained_ids = encode_prompts(TRAINED["tokenizer"], [e.prompt for e in examples])
     rl_ids = [row[mask.bool()].tolist() for row, mask in zip(rollout.prompt_ids, rollout.prompt_mask)]
     assert rl_ids == trained_ids

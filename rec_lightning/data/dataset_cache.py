@@ -1,0 +1,139 @@
+"""Tokenized datasets cached on disk: parse, validate and tokenize a split once, map it on every later run and rank.
+
+A cached dataset is a folder ``<cache_dir>/datasets/<key>/`` of ``.npy`` arrays (read memory-mapped, so
+every process on a node shares one copy in the page cache) and a ``meta.json`` written last; the folder
+is written under a temporary name and renamed into place, so a reader never sees half of one. The key
+is a hash of everything that changes an example's tokens: the data files' bytes (the split's CSV and
+the category's index, item and info files), the tokenizer (its full serialisation), the options that
+shape the examples (tasks and weights, their templates, category name, ``max_length``, ``train_format``,
+``drop_contained_windows``, the seed of the sampled task mix and order), the library version and
+:data:`FORMAT_VERSION`. ``history_loss`` is not part of it: it changes labels, which are derived from the
+stored tokens per batch, not stored. A changed input means a new key (and a new folder); nothing is
+ever overwritten. Old folders are not deleted (clear ``<cache_dir>/datasets`` by hand).
+
+One process builds a missing entry while the others wait on a lock file beside it (``fcntl``; without
+it each process may build and the first rename wins), so under DDP local rank 0 or whichever rank comes
+first tokenizes and the rest map its arrays. Hashing reads the data files once (about 1 s per GB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from rec_lightning.data.dataset import ARRAY_NAMES, RecDataset
+from rec_lightning.files.atomic import write_folder_atomic, write_json_atomic
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1  # bump when what a dataset stores, or how examples are tokenized, changes
+
+
+def file_fingerprint(paths: list[Path]) -> str:
+    """SHA-256 over each file's name and bytes (1 MiB at a time)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).name.encode() + b"\0")
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """SHA-256 of everything that decides a tokenizer's ids: its serialisation, added and special tokens."""
+    digest = hashlib.sha256(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:  # a slow tokenizer: its vocabulary
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    special = {name: str(getattr(tokenizer, name, None)) for name in ("bos_token", "eos_token", "pad_token")}
+    digest.update(json.dumps([special, sorted(tokenizer.get_added_vocab().items())]).encode())
+    return digest.hexdigest()
+
+
+def cache_key(inputs: dict) -> str:
+    """The folder name for these key inputs (JSON-serialisable)."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def load_or_build(root: Path, inputs: dict, build: Callable[[], RecDataset], *, max_length: int, with_response: bool,
+                  prompt_label_ids=None) -> RecDataset:
+    """The cached dataset for ``inputs`` under ``root``, built with ``build()`` and stored first if missing."""
+    folder = Path(root) / cache_key({**inputs, "format": FORMAT_VERSION})
+    options = dict(max_length=max_length, with_response=with_response, prompt_label_ids=prompt_label_ids)
+    dataset = _load(folder, **options)
+    if dataset is not None:
+        log.info("tokenized %s examples read from the cache %s", f"{len(dataset):,}", folder)
+        return dataset
+    with _lock(folder.with_name(folder.name + ".lock")):
+        dataset = _load(folder, **options)  # another process may have built it while this one waited
+        if dataset is not None:
+            return dataset
+        built = build()
+        write_folder_atomic(folder, lambda staging: _save(built, staging, inputs))
+        log.info("tokenized %s examples cached in %s", f"{len(built):,}", folder)
+    dataset = _load(folder, **options)
+    return built if dataset is None else dataset
+
+
+def _save(dataset: RecDataset, folder: Path, inputs: dict) -> None:
+    for name, array in dataset.arrays().items():
+        with open(folder / f"{name}.npy", "wb") as stream:
+            np.save(stream, np.ascontiguousarray(array), allow_pickle=False)
+    meta = {"format": FORMAT_VERSION, "num_examples": len(dataset), "task_names": dataset.task_names,
+            "num_shortened": dataset.num_shortened, "num_truncated": dataset.num_truncated, "inputs": inputs}
+    write_json_atomic(folder / "meta.json", meta)
+
+
+def _load(folder: Path, **options) -> RecDataset | None:
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in ARRAY_NAMES}
+        count = meta["num_examples"]
+        consistent = (meta["format"] == FORMAT_VERSION and len(arrays["token_offsets"]) == count + 1
+                      and int(arrays["token_offsets"][-1]) == len(arrays["token_ids"])
+                      and int(arrays["history_offsets"][-1]) == len(arrays["history_ids"])
+                      and all(len(arrays[name]) == count for name in ("prompt_lengths", "target_item_ids", "rows",
+                                                                       "task_codes")))
+    except (OSError, ValueError, KeyError) as error:
+        consistent, meta = False, {"error": str(error)}
+    if not consistent:
+        log.warning("ignoring the damaged tokenized-data cache %s (%s); rebuilding it under a new name", folder,
+                    meta.get("error", "inconsistent arrays"))
+        os.replace(folder, folder.with_name(f"{folder.name}.damaged-{os.getpid()}"))
+        return None
+    dataset = RecDataset.from_arrays(arrays, meta["task_names"], num_shortened=meta["num_shortened"],
+                                     num_truncated=meta["num_truncated"], **options)
+    if dataset.num_shortened or dataset.num_truncated:
+        log.warning("%d of %d cached examples had their oldest history items dropped and %d their prompts cut from "
+                    "the left to fit max_length=%d", dataset.num_shortened, len(dataset), dataset.num_truncated,
+                    options["max_length"])
+    return dataset
+
+
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock, the atomic rename still keeps entries whole
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
