@@ -11,9 +11,12 @@ from rec_lightning.data.datamodule import RecDataModule
 from rec_lightning.data.dataset_cache import cache_key
 
 
+TASKS = {"sid_history_to_sid": 1.0, "title_to_sid": 1.0}  # a sequence task and an item task: quick to build
+
+
 def module(demo_dir, cache_dir, **options):
     settings = dict(data_dir=str(demo_dir), category="Demo_Shop", batch_size=8, max_length=256,
-                    cache_dir=str(cache_dir))
+                    cache_dir=str(cache_dir), train_tasks=TASKS)
     return RecDataModule(**{**settings, **options})
 
 
@@ -67,7 +70,7 @@ def test_every_key_input_changes_the_key(demo_dir, cache_dir, tmp_path):
     key = cache_key(base._cache_inputs("train"))
     variants = {
         "tasks": dict(train_tasks={"sid_history_to_sid": 1.0}),
-        "weights": dict(train_tasks={**base.train_tasks, "title_to_sid": 0.5}),
+        "weights": dict(train_tasks={**TASKS, "title_to_sid": 0.5}),
         "max_length": dict(max_length=200),
         "seed": dict(seed=7),
         "train_format": dict(train_format="prompts"),
@@ -116,7 +119,7 @@ def test_two_processes_at_once_tokenize_once(demo_dir, tmp_path, monkeypatch):
         return original(tokenizer, responses)
 
     monkeypatch.setattr(dataset_module, "encode_responses", counting)
-    modules = [module(demo_dir, tmp_path, train_tasks={"sid_history_to_sid": 1.0}) for _ in range(2)]
+    modules = [module(demo_dir, tmp_path) for _ in range(2)]
     for dm in modules:
         dm.tokenizer  # noqa: B018 (trained once, before the race)
     threads = [threading.Thread(target=dm.setup, args=("fit",)) for dm in modules]
@@ -130,18 +133,18 @@ def test_two_processes_at_once_tokenize_once(demo_dir, tmp_path, monkeypatch):
 
 
 def test_damaged_entry_is_set_aside_and_rebuilt(demo_dir, tmp_path, caplog):
-    dm = module(demo_dir, tmp_path, train_tasks={"sid_history_to_sid": 1.0})
+    dm = module(demo_dir, tmp_path)
     dm.setup("fit")
     folder = tmp_path / "datasets" / cache_key({**dm._cache_inputs("train"), "format": 1})
     tokens = folder / "token_ids.npy"
     damaged = tmp_path / "damaged.npy"
     damaged.write_bytes(tokens.read_bytes()[:-40])  # a truncated copy, put in place as a new file (dm maps the old)
     damaged.replace(tokens)
-    again = module(demo_dir, tmp_path, train_tasks={"sid_history_to_sid": 1.0})
+    again = module(demo_dir, tmp_path)
     again.setup("fit")
     assert "ignoring the damaged tokenized-data cache" in caplog.text
     assert any(p.name.startswith(folder.name + ".damaged-") for p in folder.parent.iterdir())
-    uncached = module(demo_dir, tmp_path, train_tasks={"sid_history_to_sid": 1.0}, cache_tokenized=False)
+    uncached = module(demo_dir, tmp_path, cache_tokenized=False)
     uncached.setup("fit")
     same_dataset(again.datasets["train"], uncached.datasets["train"])
 
@@ -150,7 +153,7 @@ def test_a_failed_build_leaves_no_entry(demo_dir, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("tokenizer crashed")
 
-    dm = module(demo_dir, tmp_path, train_tasks={"sid_history_to_sid": 1.0})
+    dm = module(demo_dir, tmp_path)
     dm.tokenizer  # noqa: B018
     monkeypatch.setattr(dataset_module, "encode_responses", broken)
     with pytest.raises(RuntimeError, match="tokenizer crashed"):
