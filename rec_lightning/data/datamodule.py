@@ -23,13 +23,13 @@ from rec_lightning.data.dataset import RecDataset
 from rec_lightning.data.dataset_cache import file_fingerprint, load_or_build, tokenizer_fingerprint
 from rec_lightning.data.demo import DEMO_CATEGORY, make_demo_data
 from rec_lightning.data.records import RecData, load_rec_data
-from rec_lightning.data.sampling import EpochShuffleSampler, LengthGroupedSampler, ShardSampler, sample_task_mix
+from rec_lightning.data.sampling import EpochShuffleSampler, LengthGroupedSampler, ShardSampler
 from rec_lightning.data.tasks import (
     DEFAULT_TRAIN_TASKS,
     NEXT_ITEM_TASKS,
     TASKS,
     Example,
-    build_examples,
+    TaskMix,
     next_item_example,
 )
 from rec_lightning.data.tokenizer import add_sid_tokens, cached_data_tokenizer, load_tokenizer
@@ -311,18 +311,14 @@ class RecDataModule(pl.LightningDataModule):
                 for sid, ids in ((s, self.catalog.items_with_sid(s)) for s in self.catalog.sids)}
 
     # ------------------------------------------------------------------ examples
-    def train_examples(self) -> list[Example]:
-        """The training task mix, sampled with ``seed``."""
+    def train_examples(self) -> TaskMix:
+        """The training task mix, sampled with ``seed`` (examples rendered when read, a slice at a time)."""
         records = self.records("train")
         if self.drop_contained_windows:
             kept = maximal_windows(records)
             log.info("drop_contained_windows: %d of %d training rows are maximal windows", len(kept), len(records))
             records = kept
-        by_task = {task: build_examples(task, records, self.catalog, self.category_name)
-                   for task, weight in self.train_tasks.items() if weight > 0}
-        examples = sample_task_mix(by_task, self.train_tasks, self.seed)
-        random.Random(self.seed).shuffle(examples)
-        return examples
+        return TaskMix(self.train_tasks, records, self.catalog, self.category_name, self.seed)
 
     def generation_examples(self, split: str) -> list[Example]:
         """The run's next-item examples (``next_item_task``) of a split, in file order."""

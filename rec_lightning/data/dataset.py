@@ -58,7 +58,7 @@ def _encode_by_segments(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
     pieces = [SID_TOKEN_SPLIT.split(prompt) for prompt in prompts]  # text, token, text, token, ..., text
     vocab = tokenizer.get_vocab()
     distinct = sorted({piece for split in pieces for piece in split[0::2] if piece})
-    encoded = tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
+    encoded = _batch_ids(tokenizer, distinct)
     table = dict(zip(distinct, encoded))
     result = []
     for split in pieces:
@@ -72,10 +72,24 @@ def _encode_by_segments(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
     return result
 
 
+def _batch_ids(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text, no special tokens added.
+
+    A fast tokenizer's Rust backend is called directly when it has no truncation or padding set: the
+    same ids without building a ``BatchEncoding`` (a third of the tokenization time at 10^5 items).
+    """
+    if not texts:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and backend.truncation is None and backend.padding is None:
+        return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
 def encode_responses(tokenizer, responses: Sequence[str]) -> list[list[int]]:
     """Tokenize responses without special tokens and append EOS (each distinct response once)."""
     distinct = sorted(set(responses))
-    encoded = tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
+    encoded = _batch_ids(tokenizer, distinct)
     table = {text: ids + [tokenizer.eos_token_id] for text, ids in zip(distinct, encoded)}
     return [list(table[text]) for text in responses]
 

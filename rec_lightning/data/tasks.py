@@ -7,8 +7,9 @@ collapsing into a dict as the original did (defect 4). Every example carries its
 
 from __future__ import annotations
 
+from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from rec_lightning.data.records import SequenceRecord
 from rec_lightning.errors import ConfigurationError
@@ -81,16 +82,17 @@ def _sequence_task(task: str) -> Callable[..., list[Example]]:
     return build
 
 
+def _item_example(task: str, item, category_name: str) -> Example:
+    template = get_template(task)
+    return Example(task, template.render(title=item.title, sid=item.sid, category=category_name),
+                   item.sid if template.response == "sid" else item.title, item.item_id, item.sid, item.item_id)
+
+
 def _item_task(task: str) -> Callable[..., list[Example]]:
     def build(records: Sequence[SequenceRecord], catalog: ItemCatalog, category_name: str) -> list[Example]:
-        template = get_template(task)
-        return [
-            Example(task, template.render(title=item.title, sid=item.sid, category=category_name),
-                    item.sid if template.response == "sid" else item.title, item.item_id, item.sid, item.item_id)
-            for item in catalog
-            if item.title
-        ]
+        return [_item_example(task, item, category_name) for item in catalog if item.title]
 
+    build.item_task = True  # one example per catalog item, not per record
     build.__name__ = task
     build.__doc__ = f"One ``{task}`` example per catalog item that has a title."
     return build
@@ -132,3 +134,64 @@ def build_examples(task: str, records: Sequence[SequenceRecord], catalog: ItemCa
     except KeyError:
         raise KeyError(f"unknown task {task!r}; known tasks: {sorted(TASKS)}") from None
     return builder(records, catalog, category_name)
+
+
+class TaskMix(SequenceABC):
+    """The seeded training mix, rendered on demand: ``[(task, source)]`` pairs, examples built when read.
+
+    Equal, example for example and in order, to sampling every task's :func:`build_examples` list with
+    :func:`~rec_lightning.data.sampling.sample_task_mix` and shuffling with ``random.Random(seed)`` (a
+    test checks it), but it holds two small integers per example instead of the examples' prompt
+    texts; reading a slice renders just that slice (what tokenization does, a chunk at a time).
+    """
+
+    def __init__(self, weights: Mapping[str, float], records: Sequence[SequenceRecord], catalog: ItemCatalog,
+                 category_name: str, seed: int) -> None:
+        import random
+
+        import numpy as np
+
+        from rec_lightning.data.sampling import sample_task_mix
+
+        self.records, self.category_name, self.catalog = records, category_name, catalog
+        self.tasks = [task for task, weight in weights.items() if weight > 0]
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown:
+            raise KeyError(f"unknown task(s) {unknown}; known tasks: {sorted(TASKS)}")
+        self.items = [item for item in catalog if item.title]  # the sources of item tasks (references)
+        self.item_task = [getattr(TASKS[task], "item_task", False) for task in self.tasks]
+        sizes = {task: len(self.items) if is_item else len(records) for task, is_item in zip(self.tasks, self.item_task)}
+        ranges = {task: _Pairs(code, sizes[task]) for code, task in enumerate(self.tasks)}
+        chosen = sample_task_mix(ranges, {task: weights[task] for task in self.tasks}, seed)
+        random.Random(seed).shuffle(chosen)
+        pairs = np.asarray(chosen, dtype=np.int64).reshape(-1, 2)
+        self.task_codes, self.sources = pairs[:, 0].astype(np.int16), pairs[:, 1]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        code, source = int(self.task_codes[index]), int(self.sources[index])
+        task = self.tasks[code]
+        if self.item_task[code]:
+            return _item_example(task, self.items[source], self.category_name)
+        return _sequence_example(task, self.records[source], self.category_name, self.catalog)
+
+
+class _Pairs(SequenceABC):
+    """``[(code, 0), (code, 1), ...]`` without holding them (what :func:`sample_task_mix` samples from)."""
+
+    def __init__(self, code: int, size: int) -> None:
+        self.code, self.size = code, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [(self.code, i) for i in range(*index.indices(self.size))]
+        if not -self.size <= index < self.size:
+            raise IndexError(index)
+        return (self.code, index % self.size)

@@ -159,3 +159,21 @@ def test_a_failed_build_leaves_no_entry(demo_dir, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="tokenizer crashed"):
         dm.setup("fit")
     assert not (tmp_path / "datasets").exists() or entries(tmp_path) == []
+
+
+def test_task_mix_renders_the_same_examples_in_the_same_order_as_the_eager_mix(demo_dir, tmp_path):
+    import random
+
+    from rec_lightning.data.sampling import sample_task_mix
+    from rec_lightning.data.tasks import build_examples
+
+    dm = module(demo_dir, tmp_path, train_tasks={"sid_history_to_sid": 2.0, "title_to_sid": 0.5,
+                                                 "title_history_to_title": 1.0, "sid_to_title": 0.0})
+    records = dm.records("train")
+    by_task = {task: build_examples(task, records, dm.catalog, dm.category_name)
+               for task, weight in dm.train_tasks.items() if weight > 0}
+    eager = sample_task_mix(by_task, dm.train_tasks, dm.seed)
+    random.Random(dm.seed).shuffle(eager)  # the former train_examples()
+    mix = dm.train_examples()
+    assert len(mix) == len(eager) == 2 * len(records) + round(0.5 * len(by_task["title_to_sid"])) + len(records)
+    assert list(mix) == eager and mix[5:9] == eager[5:9]
