@@ -81,7 +81,7 @@ def load_or_build(root: Path, inputs: dict, build: Callable[[], RecDataset], *, 
         built = build()
         write_folder_atomic(folder, lambda staging: _save(built, staging, inputs))
         log.info("tokenized %s examples cached in %s", f"{len(built):,}", folder)
-    dataset = _load(folder, **options)
+    dataset = _load(folder, quiet=True, **options)  # build() has logged what it shortened
     return built if dataset is None else dataset
 
 
@@ -94,7 +94,7 @@ def _save(dataset: RecDataset, folder: Path, inputs: dict) -> None:
     write_json_atomic(folder / "meta.json", meta)
 
 
-def _load(folder: Path, **options) -> RecDataset | None:
+def _load(folder: Path, quiet: bool = False, **options) -> RecDataset | None:
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         return None
@@ -116,7 +116,7 @@ def _load(folder: Path, **options) -> RecDataset | None:
         return None
     dataset = RecDataset.from_arrays(arrays, meta["task_names"], num_shortened=meta["num_shortened"],
                                      num_truncated=meta["num_truncated"], **options)
-    if dataset.num_shortened or dataset.num_truncated:
+    if (dataset.num_shortened or dataset.num_truncated) and not quiet:
         log.warning("%d of %d cached examples had their oldest history items dropped and %d their prompts cut from "
                     "the left to fit max_length=%d", dataset.num_shortened, len(dataset), dataset.num_truncated,
                     options["max_length"])
