@@ -118,7 +118,7 @@ def test_other_models_fall_back_to_per_beam_caches_and_shared_says_why():
     auto = constrained_beam_search(gpt2, input_ids, attention_mask, trie, 8)
     per_beam = constrained_beam_search(gpt2, input_ids, attention_mask, trie, 8, prompt_cache="per_beam")
     assert torch.equal(auto.items, per_beam.items) and auto.peak_cache_bytes == per_beam.peak_cache_bytes
-    with pytest.raises(ConfigurationError, match="GPT2LMHeadModel is not one of Qwen2ForCausalLM"):
+    with pytest.raises(ConfigurationError, match="GPT2LMHeadModel is not one of transformers' Qwen2ForCausalLM"):
         constrained_beam_search(gpt2, input_ids, attention_mask, trie, 8, prompt_cache="shared")
     with pytest.raises(ConfigurationError, match="prompt_cache must be one of auto, shared, per_beam"):
         constrained_beam_search(llama, input_ids, attention_mask, trie, 8, prompt_cache="beam")

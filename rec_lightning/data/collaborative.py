@@ -114,7 +114,7 @@ def _top_singular(matrix: torch.Tensor, k: int, oversampling: int, niter: int) -
         u, s, _ = torch.linalg.svd(matrix.to_dense())
     else:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+            torch.random.default_generator.manual_seed(0)  # the CPU generator only: CUDA states untouched
             u, s, _ = torch.svd_lowrank(matrix, q=q, niter=niter)
     return u[:, :k], s[:k]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import Collection, NamedTuple, Sequence
 
 import numpy as np
@@ -193,6 +194,7 @@ class RecDataset(torch.utils.data.Dataset):
                          rows=joined["row"], task_codes=joined["task"].astype(np.int16),
                          history_ids=joined["history"], history_offsets=_offsets(joined["history_lengths"]),
                          task_names=list(tasks))
+        self._folder = None
         self.examples = examples if keep_examples else _ExampleView(self)
         if self.num_shortened:
             log.warning("%d of %d examples were longer than max_length=%d; their oldest history items were dropped "
@@ -216,15 +218,37 @@ class RecDataset(torch.utils.data.Dataset):
     @classmethod
     def from_arrays(cls, arrays: dict, task_names: Sequence[str], max_length: int, with_response: bool,
                     prompt_label_ids: Collection[int] | None = None, num_shortened: int = 0,
-                    num_truncated: int = 0) -> "RecDataset":
-        """A dataset over arrays saved by :mod:`rec_lightning.data.dataset_cache` (memory-mapped is fine)."""
+                    num_truncated: int = 0, folder=None) -> "RecDataset":
+        """A dataset over arrays saved by :mod:`rec_lightning.data.dataset_cache` (memory-mapped is fine).
+
+        ``folder``: where the arrays are mapped from; a pickled copy (a spawned DataLoader worker) maps
+        them again from there instead of carrying a private copy.
+        """
         dataset = cls.__new__(cls)
+        dataset._folder = folder
         dataset.max_length, dataset.with_response = max_length, with_response
         dataset.prompt_label_ids = frozenset(prompt_label_ids) if prompt_label_ids else None
         dataset.num_shortened, dataset.num_truncated = num_shortened, num_truncated
         dataset._set_arrays(task_names=task_names, **arrays)
         dataset.examples = _ExampleView(dataset)
         return dataset
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if getattr(self, "_folder", None) is not None:  # mapped arrays: send the folder, not the contents
+            for name in ARRAY_NAMES:
+                state.pop(name)
+        if isinstance(state.get("examples"), _ExampleView):
+            state.pop("examples")  # rebuilt on the other side (it points back at the dataset)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if getattr(self, "_folder", None) is not None:
+            for name in ARRAY_NAMES:
+                setattr(self, name, np.load(Path(self._folder) / f"{name}.npy", mmap_mode="r", allow_pickle=False))
+        if "examples" not in self.__dict__:
+            self.examples = _ExampleView(self)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays :meth:`from_arrays` takes (what a cache stores)."""

@@ -41,10 +41,13 @@ def base_model(model: torch.nn.Module) -> torch.nn.Module:
 
 def unsupported_reason(model: torch.nn.Module) -> str | None:
     """Why the shared prompt cache cannot run ``model`` (``None`` when it can)."""
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
+        return "a PEFT prompt-learning adapter (prompt/prefix tuning) adds virtual tokens the shared path would drop"
     base = base_model(model)
     name = type(base).__name__
-    if name not in SUPPORTED_CLASSES:
-        return f"{name} is not one of {', '.join(SUPPORTED_CLASSES)}"
+    if name not in SUPPORTED_CLASSES or not type(base).__module__.startswith("transformers.models."):
+        return f"{type(base).__module__}.{name} is not one of transformers' {', '.join(SUPPORTED_CLASSES)}"
     config = base.config
     attention = getattr(config, "_attn_implementation", None)
     if attention not in SUPPORTED_ATTENTION:

@@ -1,5 +1,8 @@
 """The tokenized-data cache: a second run and a second process map it, every key input invalidates it, same batches."""
 
+import json
+import os
+import pickle
 import shutil
 import threading
 
@@ -28,7 +31,12 @@ def cache_dir(tmp_path_factory, demo_dir):
 
 
 def entries(cache_dir):
-    return sorted(p.name for p in (cache_dir / "datasets").iterdir() if p.is_dir())
+    return sorted(p.name for p in (cache_dir / "datasets").iterdir() if p.is_dir() and ".damaged-" not in p.name)
+
+
+def train_entry(cache_dir):
+    return next(p for p in (cache_dir / "datasets").iterdir() if (p / "meta.json").is_file()
+                and json.loads((p / "meta.json").read_text())["inputs"]["split"] == "train")
 
 
 def forbid_tokenizing(monkeypatch):
@@ -135,7 +143,7 @@ def test_two_processes_at_once_tokenize_once(demo_dir, tmp_path, monkeypatch):
 def test_damaged_entry_is_set_aside_and_rebuilt(demo_dir, tmp_path, caplog):
     dm = module(demo_dir, tmp_path)
     dm.setup("fit")
-    folder = tmp_path / "datasets" / cache_key({**dm._cache_inputs("train"), "format": 1})
+    folder = train_entry(tmp_path)
     tokens = folder / "token_ids.npy"
     damaged = tmp_path / "damaged.npy"
     damaged.write_bytes(tokens.read_bytes()[:-40])  # a truncated copy, put in place as a new file (dm maps the old)
@@ -177,3 +185,36 @@ def test_task_mix_renders_the_same_examples_in_the_same_order_as_the_eager_mix(d
     mix = dm.train_examples()
     assert len(mix) == len(eager) == 2 * len(records) + round(0.5 * len(by_task["title_to_sid"])) + len(records)
     assert list(mix) == eager and mix[5:9] == eager[5:9]
+
+
+def test_code_changes_make_new_entries_and_an_unusable_cache_still_trains(demo_dir, tmp_path, monkeypatch, caplog):
+    from rec_lightning.data import dataset_cache
+
+    dm = module(demo_dir, tmp_path)
+    dm.setup("fit")
+    monkeypatch.setattr(dataset_cache, "code_fingerprint", lambda: "a changed prompt template")
+    module(demo_dir, tmp_path).setup("fit")
+    assert len(entries(tmp_path)) == 4  # the renderer's source is part of the key
+    monkeypatch.undo()
+    blocked_root = tmp_path / "blocked"
+    blocked_root.mkdir()
+    (blocked_root / "datasets").write_text("a file where the cache folder should be")  # unwritable, even as root
+    blocked = module(demo_dir, blocked_root)
+    blocked.use_tokenizer(dm.tokenizer)
+    blocked.setup("fit")
+    assert "cannot be used" in caplog.text
+    same_dataset(blocked.datasets["train"], dm.datasets["train"])
+
+
+def test_leftover_folder_without_meta_is_set_aside_and_a_spawned_worker_maps_the_arrays(demo_dir, tmp_path):
+    dm = module(demo_dir, tmp_path)
+    dm.setup("fit")
+    folder = train_entry(tmp_path)
+    (folder / "meta.json").unlink()  # what an interrupted copy of a cache folder leaves
+    again = module(demo_dir, tmp_path)
+    again.setup("fit")
+    assert (train_entry(tmp_path) / "meta.json").is_file()
+    assert any(".damaged-" in p.name for p in (tmp_path / "datasets").iterdir())
+    copy = pickle.loads(pickle.dumps(again.datasets["train"]))  # what spawn does for a DataLoader worker
+    assert isinstance(copy.token_ids, np.memmap) and len(pickle.dumps(again.datasets["train"])) < 10_000
+    same_dataset(copy, again.datasets["train"])
