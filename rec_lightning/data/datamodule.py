@@ -171,6 +171,7 @@ class RecDataModule(pl.LightningDataModule):
         self.seed = seed
         self.group_by_length = group_by_length
         self.cache_tokenized = cache_tokenized
+        self._fingerprints: dict | None = None  # of the category's files and the tokenizer (see _cache_inputs)
         self.data: RecData | None = None
         self._tokenizer = None
         self._catalog: ItemCatalog | None = None
@@ -233,18 +234,16 @@ class RecDataModule(pl.LightningDataModule):
     def _tokenized(self, split: str) -> RecDataset:
         """The training task mix (``train``) or the next-item examples with responses (``valid``), tokenized."""
         if split == "train":
+            examples = self.train_examples
             options = dict(with_response=self.train_format == "sft",
                            prompt_label_ids=self.sid_token_ids if self.history_loss else None)
-
-            def build():
-                return RecDataset(self.train_examples(), self.tokenizer, self.max_length, keep_examples=False,
-                                  **options)
         else:
+            examples = lambda: self.generation_examples(split)  # noqa: E731
             options = dict(with_response=True, prompt_label_ids=None)
 
-            def build():
-                return RecDataset(self.generation_examples(split), self.tokenizer, self.max_length,
-                                  keep_examples=False)
+        def build():
+            return RecDataset(examples(), self.tokenizer, self.max_length, keep_examples=False, **options)
+
         if not self.cache_tokenized:
             return build()
         return load_or_build(self.cache_dir / "datasets", self._cache_inputs(split), build,
@@ -254,11 +253,14 @@ class RecDataModule(pl.LightningDataModule):
         """Everything a tokenized split depends on (see :mod:`rec_lightning.data.dataset_cache`)."""
         from rec_lightning import __version__
 
-        files = find_category_files(self.data_dir, self.category)
-        paths = [find_split_csv(self.data_dir, split, self.category), files.index, files.info, files.item]
+        if self._fingerprints is None:  # what train and valid share: hashed once per module
+            files = find_category_files(self.data_dir, self.category)
+            self._fingerprints = {"category_files": file_fingerprint([p for p in (files.index, files.info, files.item)
+                                                                      if p is not None]),
+                                  "tokenizer": tokenizer_fingerprint(self.tokenizer)}
         tasks = self.train_tasks if split == "train" else {self.next_item_task: 1.0}
-        return {"split": split, "data": file_fingerprint([p for p in paths if p is not None]),
-                "tokenizer": tokenizer_fingerprint(self.tokenizer), "tasks": tasks,
+        return {"split": split, "data": file_fingerprint([find_split_csv(self.data_dir, split, self.category)]),
+                **self._fingerprints, "tasks": tasks,
                 "templates": {task: repr(get_template(task)) for task in tasks}, "category_name": self.category_name,
                 "max_length": self.max_length, "train_format": self.train_format if split == "train" else "sft",
                 "drop_contained_windows": self.drop_contained_windows if split == "train" else False,
@@ -297,6 +299,7 @@ class RecDataModule(pl.LightningDataModule):
         ``tokenizer`` again; the catalog's SID tokens are added if missing."""
         self._sid_token_ids = add_sid_tokens(tokenizer, self.catalog.sid_tokens)
         self._tokenizer = tokenizer
+        self._fingerprints = None
 
     @property
     def sid_token_ids(self) -> list[int]:

@@ -246,8 +246,7 @@ class RecDataset(torch.utils.data.Dataset):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         if getattr(self, "_folder", None) is not None:
-            for name in ARRAY_NAMES:
-                setattr(self, name, np.load(Path(self._folder) / f"{name}.npy", mmap_mode="r", allow_pickle=False))
+            self.__dict__.update(map_arrays(self._folder))
         if "examples" not in self.__dict__:
             self.examples = _ExampleView(self)
 
@@ -301,6 +300,11 @@ class RecDataset(torch.utils.data.Dataset):
 
 ARRAY_NAMES = ("token_ids", "token_offsets", "prompt_lengths", "target_item_ids", "rows", "task_codes",
                "history_ids", "history_offsets")
+
+
+def map_arrays(folder) -> dict[str, np.ndarray]:
+    """The :data:`ARRAY_NAMES` arrays saved in ``folder`` (``<name>.npy``), memory-mapped read-only."""
+    return {name: np.load(Path(folder) / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in ARRAY_NAMES}
 
 
 def _return_freed_memory() -> None:

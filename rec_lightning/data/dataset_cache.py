@@ -18,6 +18,7 @@ first tokenizes and the rest map its arrays. Hashing reads the data files once (
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -28,7 +29,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from rec_lightning.data.dataset import ARRAY_NAMES, RecDataset
+from rec_lightning.data.dataset import RecDataset, map_arrays
+from rec_lightning.data.download import git_blob_id
 from rec_lightning.files.atomic import write_folder_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -36,15 +38,8 @@ FORMAT_VERSION = 1  # bump when the stored arrays change (code changes to render
 
 
 def file_fingerprint(paths: list[Path]) -> str:
-    """SHA-256 over each file's name and bytes (1 MiB at a time)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(Path(path).name.encode() + b"\0")
-        with open(path, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
+    """SHA-256 over each file's name and content id (:func:`~rec_lightning.data.download.git_blob_id`)."""
+    return hashlib.sha256("".join(f"{Path(path).name}\0{git_blob_id(Path(path))}\0" for path in paths).encode()).hexdigest()
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -68,6 +63,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
     """SHA-256 of the source of the code that renders and tokenizes examples (prompts, tasks, windows, dataset).
 
@@ -136,7 +132,7 @@ def _load(folder: Path, quiet: bool = False, set_aside: bool = False, **options)
         return None
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in ARRAY_NAMES}
+        arrays = map_arrays(folder)
         count = meta["num_examples"]
         consistent = (meta["format"] == FORMAT_VERSION and len(arrays["token_offsets"]) == count + 1
                       and int(arrays["token_offsets"][-1]) == len(arrays["token_ids"])

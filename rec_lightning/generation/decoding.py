@@ -23,12 +23,10 @@ ranks within the step's best ``num_beams`` candidates; results keep the best ``n
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
 try:  # transformers >= 4.56 keeps per-layer tensors; older versions fall back to reorder_cache
     from transformers.cache_utils import DynamicLayer
@@ -36,13 +34,12 @@ except ImportError:  # pragma: no cover
     DynamicLayer = None
 
 from rec_lightning.errors import ConfigurationError
+from rec_lightning.generation.hf_model import CACHE_ARG, logits_to_keep_kwargs
 from rec_lightning.generation.shared_cache import SharedPromptLM, cache_bytes, unsupported_reason
 from rec_lightning.generation.trie import SIDTrie
 
 PROMPT_CACHES = ("auto", "shared", "per_beam")
 
-# transformers 5.2x renamed ``past_key_values`` to ``cache`` (the old name is deprecated)
-_CACHE_ARG = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 @dataclass
@@ -72,7 +69,7 @@ class CachedLM:
         self.model = model
         self.normalize = normalize
         self.cache = DynamicCache(config=getattr(model, "config", None))
-        self.extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+        self.extra = logits_to_keep_kwargs(model, 1)
         self.attention_mask = attention_mask.long()  # [rows, L + steps]
         self.prompt_length = attention_mask.shape[1]
         self.next_position = self.attention_mask.sum(dim=1)  # [rows] position of the next token
@@ -113,7 +110,7 @@ class CachedLM:
 
     def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         output = self.model(input_ids=input_ids, attention_mask=self.attention_mask, position_ids=position_ids,
-                            use_cache=True, **{_CACHE_ARG: self.cache}, **self.extra)
+                            use_cache=True, **{CACHE_ARG: self.cache}, **self.extra)
         logits = output.logits[:, -1, :].float().contiguous()  # [rows, V], a fresh tensor nobody else holds
         if not self.normalize:
             return logits
@@ -180,11 +177,6 @@ def _plain_dynamic_layers(cache: DynamicCache) -> bool:
     layers = getattr(cache, "layers", None)
     return (DynamicLayer is not None and bool(layers) and not getattr(cache, "offloading", False)
             and all(type(layer) is DynamicLayer and getattr(layer, "is_initialized", True) for layer in layers))
-
-
-def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wrapper
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: SIDTrie, width: int, name: str) -> None:

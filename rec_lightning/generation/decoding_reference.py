@@ -17,6 +17,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from rec_lightning.generation.decoding import DecodingOutput
+from rec_lightning.generation.hf_model import base_model
 from rec_lightning.generation.trie import SIDTrie
 
 MASK_VALUE = -1e6  # the original's additive mask: invalid continuations stay finite but hopeless
@@ -56,7 +57,7 @@ class TrieLogitsProcessor(LogitsProcessor):
 @contextmanager
 def _neutral_generation_config(model: torch.nn.Module) -> Iterator[None]:
     """Hide the model's ``generation_config`` (``generate`` fills unset fields from it)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     saved = base.generation_config
     base.generation_config = GenerationConfig()
     try:

@@ -10,21 +10,10 @@ kept to prove both give the same values and gradients.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from transformers import DynamicCache
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
-_CACHE_ARG = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
-
-
-def _base(model: torch.nn.Module) -> torch.nn.Module:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _keep_kwargs(model: torch.nn.Module, count: int) -> dict:
-    return {"logits_to_keep": count} if "logits_to_keep" in inspect.signature(_base(model).forward).parameters else {}
+from rec_lightning.generation.hf_model import CACHE_ARG, logits_to_keep_kwargs
 
 
 def _token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -58,13 +47,13 @@ def completion_logprobs(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt
         mask = torch.cat([prompt_mask.repeat_interleave(group_size, 0), torch.ones_like(completion_ids)], dim=1)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
         logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False,
-                       **_keep_kwargs(model, length + 1)).logits[:, -length - 1:-1]  # [BG, C, V]
+                       **logits_to_keep_kwargs(model, length + 1)).logits[:, -length - 1:-1]  # [BG, C, V]
         return _token_logprobs(logits, completion_ids)
 
     cache = DynamicCache(config=getattr(model, "config", None))
     positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)  # [B, P]
     prompt_out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
-                       **{_CACHE_ARG: cache}, **_keep_kwargs(model, 1))
+                       **{CACHE_ARG: cache}, **logits_to_keep_kwargs(model, 1))
     first = prompt_out.logits[:, -1:].repeat_interleave(group_size, 0)  # [BG, 1, V] predicts completion token 0
     if length == 1:
         return _token_logprobs(first, completion_ids)
@@ -74,5 +63,5 @@ def completion_logprobs(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt
     start = prompt_mask.sum(1).repeat_interleave(group_size)[:, None]  # [BG, 1] first completion position
     steps = torch.arange(length - 1, device=completion_ids.device)[None, :]
     rest = model(input_ids=completion_ids[:, :-1], attention_mask=mask, position_ids=start + steps, use_cache=True,
-                 **{_CACHE_ARG: cache}).logits  # [BG, C - 1, V] predicts completion tokens 1..C-1
+                 **{CACHE_ARG: cache}).logits  # [BG, C - 1, V] predicts completion tokens 1..C-1
     return _token_logprobs(torch.cat([first, rest], dim=1), completion_ids)

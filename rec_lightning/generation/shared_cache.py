@@ -29,14 +29,11 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
+from rec_lightning.generation.hf_model import CACHE_ARG, base_model
+
 SUPPORTED_CLASSES = ("Qwen2ForCausalLM", "Qwen3ForCausalLM", "LlamaForCausalLM")
 SUPPORTED_ATTENTION = ("sdpa", "eager")
 HEAD_CHUNK_ELEMENTS = 2 ** 26  # logits per head chunk: 256 MB in float32, whatever the vocabulary
-
-
-def base_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers model inside a PEFT wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def unsupported_reason(model: torch.nn.Module) -> str | None:
@@ -146,7 +143,7 @@ class SharedPromptLM:
 
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor):
         output = self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                              use_cache=True, **{_cache_arg(self.decoder): self.cache})
+                              use_cache=True, **{CACHE_ARG: self.cache})
         return output.last_hidden_state
 
 
@@ -154,10 +151,3 @@ def cache_bytes(cache) -> int:
     """Bytes held by a cache's keys and values now (tensor metadata only: no device sync)."""
     return sum(t.numel() * t.element_size() for layer in getattr(cache, "layers", [])
                for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if isinstance(t, torch.Tensor))
-
-
-def _cache_arg(decoder: torch.nn.Module) -> str:
-    # transformers 5.2x renamed ``past_key_values`` to ``cache``
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
