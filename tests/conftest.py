@@ -49,6 +49,7 @@ def sft_run(tmp_path_factory, session_cache) -> Path:
     folder = tmp_path_factory.mktemp("sft_run")
     result = run_cli(*short_fit_args(write_short_run_config(folder)), cwd=folder)
     assert result.returncode == 0, describe(result)
+    (folder / "cli_output.txt").write_text(result.stdout + result.stderr)
     return folder
 
 
@@ -63,6 +64,7 @@ def lora_run(tmp_path_factory, session_cache) -> Path:
     result = run_cli("fit", "--config", str(QUICKSTART), "--config", str(REPO_ROOT / "configs" / "quickstart_lora.yaml"),
                      "--config", str(short), cwd=folder)
     assert result.returncode == 0, describe(result)
+    (folder / "cli_output.txt").write_text(result.stdout + result.stderr)
     return folder
 
 

@@ -218,3 +218,12 @@ def test_leftover_folder_without_meta_is_set_aside_and_a_spawned_worker_maps_the
     copy = pickle.loads(pickle.dumps(again.datasets["train"]))  # what spawn does for a DataLoader worker
     assert isinstance(copy.token_ids, np.memmap) and len(pickle.dumps(again.datasets["train"])) < 10_000
     same_dataset(copy, again.datasets["train"])
+
+
+def test_two_fit_commands_on_the_same_data_tokenize_once_through_the_cli(sft_run, lora_run):
+    # both fixtures run `python -m rec_lightning fit` on quickstart's data settings (LoRA changes only the model)
+    outputs = [(run / "cli_output.txt").read_text() for run in (sft_run, lora_run)]
+    built = [output for output in outputs if "examples cached in" in output]
+    mapped = [output for output in outputs if "examples read from the cache" in output]
+    # whichever ran second (or both, if an in-process quickstart fit filled the cache first) mapped the arrays
+    assert len(built) <= 1 and len(mapped) >= 1 and all(o in built or o in mapped for o in outputs)
