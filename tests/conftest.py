@@ -55,14 +55,15 @@ def sft_run(tmp_path_factory, session_cache) -> Path:
 
 @pytest.fixture(scope="session")
 def lora_run(tmp_path_factory, session_cache) -> Path:
-    """configs/quickstart_lora.yaml for 4 steps through the CLI (same short-run settings as ``sft_run``): the folder
-    holding ``run/final_checkpoint`` (an adapter, ``base/`` and a card) and ``run/checkpoints/last.ckpt``."""
+    """configs/quickstart_lora.yaml for 4 steps through the CLI (same short-run settings as ``sft_run``, packed
+    batches, metrics logged every step): the folder holding ``run/final_checkpoint`` (an adapter, ``base/`` and a
+    card), ``run/checkpoints/last.ckpt`` and ``run/logs``."""
     from cli_helpers import QUICKSTART, describe, run_cli, write_short_run_config
 
     folder = tmp_path_factory.mktemp("lora_run")
     short = write_short_run_config(folder, max_steps=4)
     result = run_cli("fit", "--config", str(QUICKSTART), "--config", str(REPO_ROOT / "configs" / "quickstart_lora.yaml"),
-                     "--config", str(short), cwd=folder)
+                     "--config", str(short), "--data.packing", "true", "--trainer.log_every_n_steps", "1", cwd=folder)
     assert result.returncode == 0, describe(result)
     (folder / "cli_output.txt").write_text(result.stdout + result.stderr)
     return folder

@@ -22,6 +22,7 @@ from rec_lightning.data.collate import Collator
 from rec_lightning.data.dataset import RecDataset
 from rec_lightning.data.dataset_cache import file_fingerprint, load_or_build, tokenizer_fingerprint
 from rec_lightning.data.demo import DEMO_CATEGORY, make_demo_data
+from rec_lightning.data.packing import PackingCollator
 from rec_lightning.data.records import RecData, load_rec_data
 from rec_lightning.data.sampling import EpochShuffleSampler, LengthGroupedSampler, ShardSampler
 from rec_lightning.data.tasks import (
@@ -113,6 +114,12 @@ class RecDataModule(pl.LightningDataModule):
             them on later runs and on every DDP rank instead of parsing, validating and tokenizing the
             splits again (:mod:`rec_lightning.data.dataset_cache`: keyed by the files' bytes, the
             tokenizer and every option that shapes an example).
+        packing: lay each training and validation micro-batch's examples end to end in as few rows as fit,
+            each example attending only to itself (:mod:`rec_lightning.data.packing`). A step still sees
+            ``batch_size`` examples (same sampler, epochs, DDP shards and LR schedule), with little padding
+            even in random order. Needs ``train_format: sft``.
+        pack_length: packed row length; default: chosen per batch for the fewest positions, up to
+            ``max_length``. A fixed value gives one tensor shape for every step.
     """
 
     def __init__(
@@ -137,6 +144,8 @@ class RecDataModule(pl.LightningDataModule):
         history_loss: bool = False,
         drop_contained_windows: bool = False,
         cache_tokenized: bool = True,
+        packing: bool = False,
+        pack_length: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -171,6 +180,13 @@ class RecDataModule(pl.LightningDataModule):
         self.seed = seed
         self.group_by_length = group_by_length
         self.cache_tokenized = cache_tokenized
+        if packing and train_format != "sft":
+            raise ConfigurationError("packing needs train_format='sft' (it packs labelled prompt + response examples); "
+                                     "RL prompts are left-padded for generation: set packing: false")
+        if pack_length is not None and pack_length < 1:
+            raise ConfigurationError(f"pack_length must be a positive number of tokens or null, got {pack_length}")
+        self.packing = packing
+        self.pack_length = pack_length
         self._fingerprints: dict | None = None  # of the category's files and the tokenizer (see _cache_inputs)
         self.data: RecData | None = None
         self._tokenizer = None
@@ -339,8 +355,12 @@ class RecDataModule(pl.LightningDataModule):
             return None, None
         return trainer.world_size, trainer.global_rank
 
-    def _loader(self, dataset, batch_size: int, sampler, padding_side: str, shuffle: bool = False) -> DataLoader:
-        collate = Collator(self.tokenizer.pad_token_id, padding_side)
+    def _loader(self, dataset, batch_size: int, sampler, padding_side: str, shuffle: bool = False,
+                packed: bool = False) -> DataLoader:
+        if packed:
+            collate = PackingCollator(self.tokenizer.pad_token_id, self.pack_length, self.max_length)
+        else:
+            collate = Collator(self.tokenizer.pad_token_id, padding_side)
         # its own generator: creating an iterator must not draw from the global RNG, or a resumed run's
         # dropout masks would shift by one draw
         generator = torch.Generator().manual_seed(self.seed)
@@ -356,7 +376,7 @@ class RecDataModule(pl.LightningDataModule):
         else:
             sampler = EpochShuffleSampler(len(dataset), self.seed, num_replicas=num_replicas, rank=rank)
         sampler.resume_from(self._restored_position, self.batch_size)
-        loader = self._loader(dataset, self.batch_size, sampler, side)
+        loader = self._loader(dataset, self.batch_size, sampler, side, packed=self.packing)
         loader.__class__ = _ResumableLoader
         return loader
 
@@ -374,7 +394,8 @@ class RecDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         dataset = self.datasets.get("valid") or self._dataset_for("validate", "valid")
-        return self._loader(dataset, self.eval_batch_size, ShardSampler(len(dataset), *self._world()), "right")
+        return self._loader(dataset, self.eval_batch_size, ShardSampler(len(dataset), *self._world()), "right",
+                            packed=self.packing)
 
     def test_dataloader(self) -> DataLoader:
         return self.generation_dataloader("test")

@@ -44,8 +44,8 @@ def _as(cls, value):
     return dataclasses.replace(value)
 
 
-def response_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def response_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                      labels: torch.Tensor, position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed next-token cross-entropy over response tokens, and their count.
 
     Runs the decoder on the whole sequence but the output head only where a label follows
@@ -54,13 +54,19 @@ def response_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     Args:
         model: a ``transformers`` causal LM or a PEFT wrapper of one.
         input_ids, attention_mask, labels: ``[B, L]``; labels are -100 on the prompt and padding.
+        position_ids: ``[B, L]`` for a packed batch (:mod:`rec_lightning.data.packing`): each example's
+            positions start at 0 and the model masks attention across examples; ``attention_mask`` is then
+            ignored (it only marks real tokens).
 
     Returns:
         ``(loss_sum, num_tokens)``: float32 scalar and long scalar.
     """
     base = unwrap_base(model)
     decoder = base.get_decoder()
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state  # [B, L, H]
+    if position_ids is not None:  # packed: the block-diagonal causal mask comes from the position-id resets
+        hidden = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state  # [B, L, H]
+    else:
+        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     targets = labels[:, 1:]  # [B, L-1]
     keep = targets != IGNORE_INDEX  # [B, L-1]
     selected = hidden[:, :-1][keep]  # [N, H]
@@ -172,11 +178,11 @@ class SFTModule(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss_sum, num_tokens = response_loss_sum(self.model, batch["input_ids"], batch["attention_mask"],
-                                                 batch["labels"])
+                                                 batch["labels"], batch.get("position_ids"))
         loss = loss_sum / num_tokens.clamp(min=1)
         mask = batch["attention_mask"]
         self._last_tokens = mask.sum()  # read at the next step start: no extra host sync here
-        batch_size = mask.shape[0]
+        batch_size = len(batch["index"]) if "index" in batch else mask.shape[0]  # examples (a packed batch has fewer rows)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch_size, sync_dist=True)
         self.log("train/padding_fraction", 1.0 - mask.float().mean(), on_step=True, on_epoch=False,
                  batch_size=batch_size, sync_dist=True)
@@ -194,7 +200,7 @@ class SFTModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss_sum, num_tokens = response_loss_sum(self.model, batch["input_ids"], batch["attention_mask"],
-                                                 batch["labels"])
+                                                 batch["labels"], batch.get("position_ids"))
         self._val_loss_sum += loss_sum.double()
         self._val_tokens += num_tokens.double()
 
