@@ -152,10 +152,12 @@ def group_times(events) -> dict[str, list[float]]:
         return AUTOGRAD, None
 
     placed = [(event, *enclosing(event)) for event in cpu_events]
-    created_by: dict[int, str] = {}  # autograd sequence number -> group of the forward op
-    for event, group, node in placed:
+    # autograd sequence number -> group of the forward op that created the node. Every op records the
+    # number the next node will get, so of the ops sharing a number the last to start created it.
+    created_by: dict[int, str] = {}
+    for event, group, node in sorted(placed, key=lambda item: item[0].time_range.start):
         if node is None and event.sequence_nr >= 0 and group not in (OPTIMIZER, AUTOGRAD):
-            created_by.setdefault(event.sequence_nr, group)
+            created_by[event.sequence_nr] = group
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
     for event, group, node in placed:
         if node is not None:
