@@ -20,7 +20,7 @@ of the forward op that created its autograd node (matched by the profiler's sequ
 backward of a LoRA matmul counts as LoRA. Self times are summed per group (% of all profiled self
 time); "alloc" is the bytes allocated per step by the group's ops (sum of positive per-op net
 allocations). Prints the group table, the top costs, step wall time, peak RSS / peak CUDA memory, and
-torch's own ``key_averages`` table. About a minute on the 2-core development CPU at the defaults;
+torch's own ``key_averages`` table. About 1.5 minutes on the 2-core development CPU at the defaults;
 ``--smoke`` (tiny width, 4,096-token vocabulary, short prompts) takes seconds and is run by a test.
 """
 

@@ -3,8 +3,9 @@
 Usage: python benchmarks/sft_throughput.py [--data_dir ../shared/data/Amazon] [--steps 30] [--batch_size 32]
        [--finetune full|lora] [--no-hf_trainer]
 
-The quickstart's tiny Qwen2 (hidden 128, 2 layers, full fine-tuning or ``--finetune lora``, float32) and the byte-level BPE the
-library trains on the data; the whole SFT task mix (six tasks) of the train split, max_length 512.
+The quickstart's tiny Qwen2 (hidden 128, 2 layers, full fine-tuning or ``--finetune lora``, float32) and
+the byte-level BPE the library trains on the data; the whole SFT task mix (six tasks) of the train split,
+max_length 512.
 Each row runs the same number of optimizer steps (forward, backward, AdamW) after 3 warm-up steps,
 the rows interleaved step by step so that other load on the machine hits them alike:
   reference        MiniOneRec's loss: Hugging Face ``model(labels=...)`` (full [B, L, V] logits),
