@@ -135,8 +135,8 @@ def _is_backward_node(event) -> bool:
     return event.sequence_nr >= 0 and ("Backward" in event.name or event.name.startswith("autograd::engine"))
 
 
-def group_times(events) -> dict[str, list[float]]:
-    """``{group: [self CPU us, self device us, alloc bytes]}`` over the profiled events."""
+def group_times(events, cuda: bool) -> dict[str, list[float]]:
+    """``{group: [self CPU us, self device us, alloc bytes]}`` over the profiled events (CUDA bytes when ``cuda``)."""
     cpu_events = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU and e.name != "[memory]"]
 
     def enclosing(event):
@@ -165,7 +165,7 @@ def group_times(events) -> dict[str, list[float]]:
         total = totals[group]
         total[0] += event.self_cpu_time_total
         total[1] += getattr(event, "self_device_time_total", 0.0)
-        memory = event.self_device_memory_usage if event.self_device_memory_usage else event.self_cpu_memory_usage
+        memory = event.self_device_memory_usage if cuda else event.self_cpu_memory_usage
         total[2] += max(memory, 0)
     return totals
 
@@ -195,13 +195,13 @@ def print_groups(totals: dict, steps: int, step_seconds: float, cuda: bool) -> N
     all_device = sum(t[1] for t in totals.values())
     key = 1 if cuda else 0
     header = f"{'op group':<42}{'self CPU ms':>12}{'%':>7}" + (f"{'self CUDA ms':>13}{'%':>7}" if cuda else "")
-    print(header + f"{'alloc MB':>10}")
+    print(header + f"{'CUDA alloc MB' if cuda else 'alloc MB':>14}")
     ordered = sorted(totals.items(), key=lambda item: -item[1][key])
     for group, (cpu_us, device_us, alloc) in ordered:
         line = f"{group:<42}{cpu_us / 1e3 / steps:>12.1f}{cpu_us / all_cpu:>7.1%}"
         if cuda:
             line += f"{device_us / 1e3 / steps:>13.1f}{device_us / max(all_device, 1e-9):>7.1%}"
-        print(line + f"{alloc / 2**20 / steps:>10.0f}")
+        print(line + f"{alloc / 2**20 / steps:>14.0f}")
     print(f"{'total (per step)':<42}{all_cpu / 1e3 / steps:>12.1f}{'':>7}"
           + (f"{all_device / 1e3 / steps:>13.1f}" if cuda else "")
           + f"   wall {step_seconds * 1e3:.0f} ms/step under the profiler")
@@ -269,7 +269,7 @@ def main() -> None:
     print(f"batch: {args.batch_size} x {positions / args.batch_size:.0f} positions ({tokens:.0f} real tokens, "
           f"{responses:.0f} response tokens) per step; {args.warmup} warm-up steps "
           f"({', '.join(f'{s:.2f}' for s in warmup_seconds)} s), {args.steps} profiled; last loss {loss.item():.3f}\n")
-    print_groups(group_times(prof.events()), args.steps, step_seconds, cuda)
+    print_groups(group_times(prof.events(), cuda), args.steps, step_seconds, cuda)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GiB
     peak_cuda = f", peak CUDA memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if cuda else ""
     print(f"peak RSS {peak_rss:.2f} GiB{peak_cuda}; {tokens / step_seconds:.0f} real tokens/s under the profiler\n")
