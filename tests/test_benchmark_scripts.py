@@ -25,3 +25,22 @@ def test_gpu_decoding_smoke_mode_runs_every_part_and_the_caches_agree(tmp_path):
     # float32 on CPU: the shared cache ranks exactly as per-beam caches and the generate() reference
     assert "rankings shared vs per_beam on 4 prompts (float32, batch 8): 4 identical" in out
     assert "rankings shared vs reference on 4 prompts" in out and "0 different" in out.split("vs reference")[-1]
+
+
+@pytest.mark.slow
+def test_sft_profile_smoke_mode_prints_every_op_group_and_the_trace(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    trace = tmp_path / "trace.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/sft_profile.py"), "--smoke", "--trace", str(trace)],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    for group in ("linear (frozen base weights)", "LoRA A/B + scaling", "attention (sdpa, rope)",
+                  "RMSNorm, SiLU, residuals", "embedding + SID rows (index_copy)", "output head + cross-entropy",
+                  "optimizer (AdamW, zero_grad)"):
+        assert f"\n{group} " in out, f"{group!r} missing from:\n{out}"
+    assert "top costs: " in out and "peak RSS " in out and "aten::mm" in out
+    # every backward op is matched to the forward op that made its node: almost nothing is left over
+    left_over = next(line for line in out.splitlines() if line.startswith("autograd other"))
+    assert float(left_over.split()[-2].rstrip("%")) < 15.0, out
+    assert trace.stat().st_size > 0
