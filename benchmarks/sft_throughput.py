@@ -12,6 +12,8 @@ the rows interleaved step by step so that other load on the machine hits them al
                    batches padded to a multiple of 8, random order
   ours             ``response_loss_sum``: output head only at response positions, random order
   ours + grouped   the same with ``group_by_length`` (LengthGroupedSampler)
+  ours + packing   the same examples as ``ours`` (random order), each micro-batch packed
+                   (``data.packing``: rows up to max_length, block-diagonal attention)
 tokens/s counts real (non-padding) tokens; padding = padded positions / all positions.
 
 ``--hf_trainer`` (on by default) adds a separate measurement, after the interleaved rows: a plain
@@ -168,10 +170,10 @@ def main() -> None:
                              max_length=512, cache_dir=cache)
         data.setup("fit")
         loaders = {}
-        for grouped in (False, True):
-            data.group_by_length = grouped  # read by train_dataloader()
+        for grouped, packing in ((False, False), (True, False), (False, True)):
+            data.group_by_length, data.packing = grouped, packing  # read by train_dataloader()
             iterator = iter(data.train_dataloader())
-            loaders[grouped] = [next(iterator) for _ in range(args.steps + 3)]
+            loaders["packed" if packing else grouped] = [next(iterator) for _ in range(args.steps + 3)]
         setup_s = time.perf_counter() - started
         num_examples = len(data.datasets["train"])
 
@@ -185,15 +187,17 @@ def main() -> None:
                          labels=batch["labels"], use_cache=False).loss
 
         def our_loss(model, batch):
-            loss_sum, count = response_loss_sum(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+            loss_sum, count = response_loss_sum(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                                batch.get("position_ids"))
             return loss_sum / count
 
         pad_id = data.tokenizer.pad_token_id
         reference_batches = [pad_to_multiple(b, 8, pad_id) for b in loaders[False]]
-        names = ["reference (full logits, pad x8)", "ours", "ours + group_by_length"]
+        names = ["reference (full logits, pad x8)", "ours", "ours + group_by_length", "ours + packing"]
         results = measure_interleaved([(fresh_model()[0], reference_batches, reference_loss),
                                        (fresh_model()[0], loaders[False], our_loss),
-                                       (fresh_model()[0], loaders[True], our_loss)])
+                                       (fresh_model()[0], loaders[True], our_loss),
+                                       (fresh_model()[0], loaders["packed"], our_loss)])
         rows = list(zip(names, results))
         if args.hf_trainer:
             base, sid_token_ids = fresh_model("full")
@@ -215,7 +219,8 @@ def main() -> None:
     if args.hf_trainer:
         hf_rate, ours_rate = rows[-1][1][0], rows[1][1][0]
         print(f"\nours vs HF Trainer: {ours_rate / hf_rate:.2f}x tokens/s (ours + group_by_length: "
-              f"{rows[2][1][0] / hf_rate:.2f}x); the Trainer row ran after the others, not interleaved")
+              f"{rows[2][1][0] / hf_rate:.2f}x, ours + packing: {rows[3][1][0] / hf_rate:.2f}x); the Trainer row ran "
+              "after the others, not interleaved")
 
 
 if __name__ == "__main__":
