@@ -35,6 +35,8 @@ class OptimizerOptions:
             ``warmup_steps`` when > 0 (needs a step budget: with only ``max_time`` use ``warmup_steps``).
         schedule: ``cosine``, ``linear`` (to the floor) or ``constant`` after warmup.
         min_lr_ratio: the floor, as a fraction of ``lr`` (0 decays to zero).
+        fused: torch's fused AdamW kernel (one kernel for all parameters); None uses it when every trainable
+            parameter is on a GPU, and torch's default (for-each on GPU, a loop on CPU) otherwise.
     """
 
     lr: float = 3e-4
@@ -45,6 +47,7 @@ class OptimizerOptions:
     warmup_ratio: float = 0.0
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     min_lr_ratio: float = 0.1
+    fused: bool | None = None
 
     def num_warmup_steps(self, total_steps: float) -> int:
         if self.warmup_ratio > 0:
@@ -105,7 +108,11 @@ def build_optimizer(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], 
     groups = [{"params": decay, "weight_decay": options.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
-    optimizer = torch.optim.AdamW(groups, lr=options.lr, betas=tuple(options.betas), eps=options.eps)
+    fused = options.fused
+    if fused is None:
+        fused = all(p.is_cuda for group in groups for p in group["params"])
+    optimizer = torch.optim.AdamW(groups, lr=options.lr, betas=tuple(options.betas), eps=options.eps,
+                                  **({"fused": True} if fused else {}))
     if math.isinf(total_steps) and time_fraction is None and options.schedule != "constant":
         raise ConfigurationError(f"the {options.schedule} learning-rate schedule needs a budget: set trainer.max_steps, "
                          "trainer.max_epochs or trainer.max_time (or optimizer.schedule: constant)")

@@ -172,7 +172,8 @@ class SFTModule(pl.LightningModule):
         now = time.perf_counter()
         if self._last_step_start is not None and self._last_tokens is not None:
             # tokens of the previous batch over the wall time of its whole step (data, forward, backward, optimizer)
-            rate = float(self._last_tokens) / max(now - self._last_step_start, 1e-9)
+            # a tensor: no host sync each step (the logger reads it every log_every_n_steps)
+            rate = self._last_tokens.float() / max(now - self._last_step_start, 1e-9)
             self.log("train/tokens_per_s", rate, on_step=True, on_epoch=False, sync_dist=True, reduce_fx="sum")
         self._last_step_start = now
 

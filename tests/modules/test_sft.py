@@ -111,6 +111,24 @@ def test_weight_decay_skips_vectors():
     assert groups[1]["params"][0] is layer.bias and groups[1]["weight_decay"] == 0.0
 
 
+def test_fused_adamw_is_chosen_on_gpu_only_and_takes_the_same_steps():
+    """fused=None: torch's default on CPU parameters (the fused kernel is picked for CUDA ones); fused=True on CPU
+    gives the same three updates as the default loop to float32 rounding."""
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(4, 3) for _ in range(2)]
+    layers[1].load_state_dict(layers[0].state_dict())
+    defaults = build_optimizer(layers[0].named_parameters(), OptimizerOptions(weight_decay=0.1), total_steps=10)
+    fused = build_optimizer(layers[1].named_parameters(), OptimizerOptions(weight_decay=0.1, fused=True), total_steps=10)
+    assert not defaults["optimizer"].defaults["fused"] and fused["optimizer"].defaults["fused"]
+    inputs = torch.randn(5, 4)
+    for _ in range(3):
+        for layer, config in ((layers[0], defaults), (layers[1], fused)):
+            layer(inputs).square().sum().backward()
+            config["optimizer"].step()
+            config["optimizer"].zero_grad()
+    torch.testing.assert_close(layers[1].weight, layers[0].weight, rtol=1e-6, atol=1e-7)
+
+
 def test_fit_logs_keeps_trainable_weights_and_exports(datamodule, tmp_path):
     pl.seed_everything(0)
     data = datamodule()
