@@ -1,4 +1,4 @@
-"""Fine-tuning modes (LoRA, full, freeze_lm) and PEFT adapters (with ``sid_rows.py``, the only peft imports).
+"""Fine-tuning modes (LoRA, full, freeze_lm) and PEFT adapters: the only file that imports peft.
 
 ``lora``: PEFT LoRA on the chosen projections **plus** PEFT trainable tokens for the SID rows (the
 input embedding, and the output head when it is untied), so the new SID embeddings learn; the seed

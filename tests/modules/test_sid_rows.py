@@ -13,7 +13,7 @@ from tiny_lm import SID_TOKENS, make_tokenizer, sample_batch, tiny_options
 from rec_lightning.modules.backbone import add_sid_tokens, build_backbone
 from rec_lightning.modules.lora import LoraOptions, apply_finetuning
 from rec_lightning.modules.sft import response_loss_sum
-from rec_lightning.modules.sid_rows import SidRowsLayer, use_sid_rows_fast_path
+from rec_lightning.modules.sid_rows import _fast_path_applies, has_sid_rows_fast_path, use_sid_rows_fast_path
 
 
 def token_layer(base: torch.nn.Module, token_ids: list[int], delta: torch.Tensor) -> TrainableTokensLayer:
@@ -35,8 +35,7 @@ def test_embedding_rows_and_gradients_by_hand():
     embedding.weight.data.copy_(hand_matrix())
     embedding.requires_grad_(False)
     layer = token_layer(embedding, [1, 3], torch.tensor([[-1.0, -2.0], [-3.0, -4.0]]))  # SID ids 1 and 3
-    use_sid_rows_fast_path(layer)
-    assert type(layer) is SidRowsLayer
+    assert use_sid_rows_fast_path(layer) == 1 and has_sid_rows_fast_path(layer)
     out = layer(torch.tensor([[0, 1, 3, 1, 4]]))
     # ordinary tokens 0 and 4 keep their rows; tokens 1 and 3 take delta rows 0 and 1
     assert torch.equal(out, torch.tensor([[[0.0, 0.0], [-1.0, -2.0], [-3.0, -4.0], [-1.0, -2.0], [4.0, 40.0]]]))
@@ -72,7 +71,7 @@ def test_options_that_change_the_result_run_peft_code():
     head = torch.nn.Linear(2, 5, bias=True)
     layer = token_layer(head.requires_grad_(False), [1, 3], torch.ones(2, 2))
     use_sid_rows_fast_path(layer)
-    assert not layer._fast_path_applies("default")
+    assert not _fast_path_applies(layer, "default")
 
 
 def build(tied: bool, mode: str):
@@ -110,7 +109,9 @@ def test_fast_path_gives_peft_logits_and_gradients(tied, mode):
     fast, tokenizer, sid_ids = build(tied, mode)
     peft_path = copy.deepcopy(fast)
     assert use_sid_rows_fast_path(peft_path, enabled=False) == 2  # the embedding's and the head's layer
-    assert {type(m) for m in fast.modules() if isinstance(m, TrainableTokensLayer)} == {SidRowsLayer}
+    token_layers = [m for m in fast.modules() if isinstance(m, TrainableTokensLayer)]
+    assert len(token_layers) == 2 and all(has_sid_rows_fast_path(m) for m in token_layers)
+    assert not any(has_sid_rows_fast_path(m) for m in peft_path.modules())
     batch = history_batch(tokenizer, sid_ids)
     fast_logits, fast_grads = step_outputs(fast, batch)
     peft_logits, peft_grads = step_outputs(peft_path, batch)
@@ -157,7 +158,7 @@ def test_saved_adapter_loads_with_plain_peft(tied, tmp_path):
     base = build_backbone(tiny_options(tied=tied), make_tokenizer())
     add_sid_tokens(base, make_tokenizer(), SID_TOKENS)
     plain = PeftModel.from_pretrained(base, str(tmp_path / "adapter"))  # no rec_lightning code involved
-    assert {type(m) for m in plain.modules() if isinstance(m, TrainableTokensLayer)} == {TrainableTokensLayer}
+    assert not any(has_sid_rows_fast_path(m) for m in plain.modules())
     with torch.no_grad():
         expected = fast(input_ids=batch["input_ids"]).logits
         assert torch.allclose(plain.eval()(input_ids=batch["input_ids"]).logits, expected, rtol=0, atol=1e-6)
