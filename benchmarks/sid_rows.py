@@ -1,6 +1,6 @@
 """Benchmark: what training the SID rows costs per LoRA step, PEFT's trainable tokens vs our fast path (issue 27).
 
-Usage: python benchmarks/sid_rows.py [--steps 3] [--batch_size 8] [--length 256] [--untied]
+Usage: python benchmarks/sid_rows.py [--steps 2] [--batch_size 8] [--length 256] [--untied]
 
 A 2-layer Qwen2 with the real vocabulary (152,256 rows: Qwen2.5's tokens + SID tokens, padded to 64)
 and Qwen2.5-0.5B's width (hidden 896, intermediate 4864, 14 heads / 2 KV heads, tied embeddings),
@@ -89,7 +89,7 @@ def measure_rotating(models: list, batches: list[dict], loss_fn, warmup: int = 1
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per row")
+    parser.add_argument("--steps", type=int, default=2, help="timed optimizer steps per row")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--untied", action="store_true", help="an untied head (its SID rows train too)")

@@ -79,7 +79,7 @@ def sid_rows_forward(layer, x: torch.Tensor, active_adapters, *args, **kwargs) -
     if isinstance(base, torch.nn.Embedding):
         result = F.embedding(x, weight, padding_idx=base.padding_idx)  # [..., H]
         token_slot = slot[x]  # [...], -1 for ordinary tokens
-        rows = delta[token_slot.clamp(min=0)]  # [..., H]
+        rows = F.embedding(token_slot.clamp(min=0), delta)  # [..., H]; its backward beats delta[...]'s on CPU
         result = torch.where((token_slot >= 0).unsqueeze(-1), rows, result)
         embed_scale = layer._get_embed_scale()  # Gemma-style scaled embeddings, as PEFT applies it
         if embed_scale is not None:
