@@ -13,7 +13,7 @@ from tiny_lm import SID_TOKENS, make_tokenizer, sample_batch, tiny_options
 from rec_lightning.modules.backbone import add_sid_tokens, build_backbone
 from rec_lightning.modules.lora import LoraOptions, apply_finetuning
 from rec_lightning.modules.sft import response_loss_sum
-from rec_lightning.modules.sid_rows import _fast_path_applies, has_sid_rows_fast_path, use_sid_rows_fast_path
+from rec_lightning.modules.sid_rows import has_sid_rows_fast_path, use_sid_rows_fast_path
 
 
 def token_layer(base: torch.nn.Module, token_ids: list[int], delta: torch.Tensor) -> TrainableTokensLayer:
@@ -68,10 +68,13 @@ def test_options_that_change_the_result_run_peft_code():
     use_sid_rows_fast_path(layer)
     layer(torch.tensor([1, 3])).sum().backward()
     assert torch.equal(layer.trainable_tokens_delta["default"].grad, torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    # a head with a bias: PEFT's F.linear(h, merged W) drops it, and so must we
     head = torch.nn.Linear(2, 5, bias=True)
+    head.weight.data.copy_(hand_matrix())
     layer = token_layer(head.requires_grad_(False), [1, 3], torch.ones(2, 2))
     use_sid_rows_fast_path(layer)
-    assert not _fast_path_applies(layer, "default")
+    # h = [1, 1]: rows [0,0], [1,1] (delta), [2,20], [1,1] (delta), [4,40]
+    assert torch.equal(layer(torch.tensor([[1.0, 1.0]])), torch.tensor([[0.0, 2.0, 22.0, 2.0, 44.0]]))
 
 
 def build(tied: bool, mode: str):
