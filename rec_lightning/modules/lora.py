@@ -6,6 +6,8 @@ recipe left them random and frozen. ``freeze_lm``: only the SID rows learn (PEFT
 no LoRA layers). Because those rows live in their own small parameter, the optimizer and its weight
 decay never see the other rows, and an untied head's SID rows train too (the original's
 freeze_LLM bugs 1-4). ``full``: every parameter trains. Trainable parameters are kept in float32.
+The SID rows run through :mod:`~rec_lightning.modules.sid_rows`, which computes PEFT's trainable-token
+outputs without rebuilding the vocabulary-sized matrix each forward (the adapter stays plain PEFT).
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ def apply_finetuning(model, mode: FinetuneMode, lora: LoraOptions | None, sid_to
     """
     from peft import LoraConfig, TrainableTokensConfig, get_peft_model
 
+    from rec_lightning.modules.sid_rows import use_sid_rows_fast_path
+
     if mode not in FINETUNE_MODES:
         raise ConfigurationError(f"finetune mode must be one of {FINETUNE_MODES}, got {mode!r}")
     if mode == "full":
@@ -122,6 +126,7 @@ def apply_finetuning(model, mode: FinetuneMode, lora: LoraOptions | None, sid_to
             # head to the embedding's SID rows (tests check both sides, save/reload and merge).
             warnings.filterwarnings("ignore", message=".*no implementation exists to tie the adapters.*")
             trained = get_peft_model(model, config)
+        use_sid_rows_fast_path(trained)
     for parameter in trained.parameters():
         if parameter.requires_grad and parameter.dtype != torch.float32:
             parameter.data = parameter.data.float()
@@ -170,7 +175,11 @@ def load_adapter(base_model, directory: str | Path, is_trainable: bool = False):
     """Wrap ``base_model`` (already resized with the SID rows) with the adapter in ``directory``."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base_model, str(directory), is_trainable=is_trainable)
+    from rec_lightning.modules.sid_rows import use_sid_rows_fast_path
+
+    model = PeftModel.from_pretrained(base_model, str(directory), is_trainable=is_trainable)
+    use_sid_rows_fast_path(model)
+    return model
 
 
 def merge_adapter(model):
