@@ -51,7 +51,7 @@ OPTIMIZER, AUTOGRAD = "optimizer (AdamW, zero_grad)", "autograd other (accumulat
 LABEL_PREFIX = "group: "
 
 
-def build_model(shape: dict, num_layers: int, base_tokens: int, device: torch.device):
+def build_model(shape: dict, num_layers: int, base_tokens: int, device: torch.device, lora_dropout: float = 0.05):
     """A random Qwen2 of ``shape`` with SID rows, wrapped for LoRA r16 + trainable SID rows."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -67,7 +67,8 @@ def build_model(shape: dict, num_layers: int, base_tokens: int, device: torch.de
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
     sid_ids = list(range(base_tokens, base_tokens + NUM_SID_TOKENS))
-    model = apply_finetuning(model, "lora", LoraOptions(r=16, alpha=32, dropout=0.05, target_modules="all"), sid_ids)
+    model = apply_finetuning(model, "lora", LoraOptions(r=16, alpha=32, dropout=lora_dropout, target_modules="all"),
+                             sid_ids)
     model.train()
     return model, torch.tensor(sid_ids), rows
 
@@ -88,6 +89,19 @@ def make_batch(batch_size: int, base_tokens: int, sid_ids: torch.Tensor, prompt_
             input_ids[row, p: p + 3] = sid_ids[torch.randint(0, len(sid_ids), (3,), generator=generator)]
         labels[row, p: p + r] = input_ids[row, p: p + r]
     return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device), "labels": labels.to(device)}
+
+
+def pack(batch: dict) -> dict:
+    """The same examples packed (rec_lightning.data.packing, rows up to 1,024 tokens)."""
+    from rec_lightning.data.packing import PackingCollator
+
+    device = batch["input_ids"].device
+    items = []
+    for row, mask in enumerate(batch["attention_mask"].bool().cpu()):
+        items.append({"input_ids": batch["input_ids"][row].cpu()[mask].tolist(),
+                      "labels": batch["labels"][row].cpu()[mask].tolist(), "index": row, "target_item_id": 0})
+    packed = PackingCollator(0, max_pack_length=1024)(items)
+    return {k: packed[k].to(device) for k in ("input_ids", "attention_mask", "labels", "position_ids")}
 
 
 def module_group(name: str, module: torch.nn.Module) -> str | None:
@@ -175,7 +189,8 @@ def train_step(model, optimizer, batch, device) -> torch.Tensor:
 
     with torch.profiler.record_function(LABEL_PREFIX + HEAD):  # the loss' own ops: response selection, CE
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss_sum, count = response_loss_sum(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+            loss_sum, count = response_loss_sum(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                                batch.get("position_ids"))
             loss = loss_sum / count
     with torch.profiler.record_function(AUTOGRAD):
         loss.backward()
@@ -218,6 +233,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="profiled steps")
     parser.add_argument("--trace", default=None, help="write a chrome trace (chrome://tracing, perfetto) here")
+    parser.add_argument("--lora_dropout", type=float, default=0.05)
+    parser.add_argument("--packing", action="store_true", help="pack each batch's examples (data.packing)")
     parser.add_argument("--smoke", action="store_true", help="tiny width and vocabulary, short prompts (seconds)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
@@ -225,12 +242,14 @@ def main() -> None:
     base_tokens = SMOKE_BASE_TOKENS if args.smoke else BASE_TOKENS
     prompt_range = (20, 60) if args.smoke else (120, 390)
 
-    model, sid_ids, rows = build_model(SHAPES[shape_name], args.num_layers, base_tokens, device)
+    model, sid_ids, rows = build_model(SHAPES[shape_name], args.num_layers, base_tokens, device, args.lora_dropout)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     batches = [make_batch(args.batch_size, base_tokens, sid_ids, prompt_range, generator, device)
                for _ in range(args.warmup + args.steps)]
+    if args.packing:
+        batches = [pack(b) for b in batches]
 
     warmup_seconds = []
     for batch in batches[: args.warmup]:
@@ -265,8 +284,9 @@ def main() -> None:
     print(f"model: {args.num_layers}-layer Qwen2, {'smoke' if args.smoke else 'Qwen2.5-' + args.shape} width (hidden "
           f"{cfg['hidden_size']}, MLP {cfg['intermediate_size']}, {cfg['num_attention_heads']}/"
           f"{cfg['num_key_value_heads']} heads), {rows} vocab rows tied; LoRA r16 all projections + "
-          f"{NUM_SID_TOKENS} SID rows: {trainable_count:,} trainable parameters")
-    print(f"batch: {args.batch_size} x {positions / args.batch_size:.0f} positions ({tokens:.0f} real tokens, "
+          f"{NUM_SID_TOKENS} SID rows: {trainable_count:,} trainable parameters; LoRA dropout {args.lora_dropout}")
+    layout = "packed" if args.packing else "padded"
+    print(f"batch: {args.batch_size} examples, {layout}: {positions:.0f} positions ({tokens:.0f} real tokens, "
           f"{responses:.0f} response tokens) per step; {args.warmup} warm-up steps "
           f"({', '.join(f'{s:.2f}' for s in warmup_seconds)} s), {args.steps} profiled; last loss {loss.item():.3f}\n")
     print_groups(group_times(prof.events(), cuda), args.steps, step_seconds, cuda)
