@@ -1,8 +1,9 @@
 """Read and validate the MiniOneRec sequence CSVs: the only place that knows their column names.
 
 Each row is one (history, next item) window. List columns are Python-list literals parsed with
-``ast.literal_eval`` (never ``eval``). Every row is checked against the item catalog; bad rows are
-reported together (file, line, column, what was expected), and nothing is silently dropped.
+``ast.literal_eval`` (never ``eval``; plain lists by an equivalent regular expression, 5x faster). Every row is
+checked against the item catalog; bad rows are reported together (file, line, column, what was expected), and
+nothing is silently dropped.
 :func:`load_rec_data` keeps the rows; :func:`check_rec_data` validates the same way, one row at a time,
 and keeps only counts and warnings (``check-data`` on millions of rows).
 """
@@ -83,7 +84,7 @@ def load_rec_data(
     Raises:
         DataValidationError: any missing file or invalid row, naming file, line and column.
     """
-    data = RecData(Path(data_dir), category, catalog or _read_catalog(data_dir, category))
+    data = RecData(Path(data_dir), category, _read_catalog(data_dir, category) if catalog is None else catalog)
     for split in splits:
         path = find_split_csv(data_dir, split, category)
         data.splits[split] = read_split(path, data.catalog, split)
@@ -103,7 +104,7 @@ def check_rec_data(
     Raises:
         DataValidationError: any missing file or invalid row, naming file, line and column.
     """
-    check = DataCheck(Path(data_dir), category, catalog or _read_catalog(data_dir, category))
+    check = DataCheck(Path(data_dir), category, _read_catalog(data_dir, category) if catalog is None else catalog)
     for split in splits:
         path = find_split_csv(data_dir, split, category)
         found = SplitWarnings(check.catalog)
@@ -132,7 +133,7 @@ def split_warnings(records: Iterable[SequenceRecord], catalog: ItemCatalog, limi
 
 
 class SplitWarnings:
-    """Finds, row by row, what is valid but probably a mistake: fully duplicated rows, titles that disagree with item.json.
+    """What is valid but probably a mistake, found row by row: fully duplicated rows, titles unlike item.json's.
 
     Keeps counts, the first ``limit`` examples of each kind and a 16-byte BLAKE2b digest of each distinct row
     (two different rows share one with probability about rows^2 / 2^129).
@@ -159,8 +160,10 @@ class SplitWarnings:
         key = (record.user_id, record.history_item_ids, record.history_titles, record.history_sids, record.item_id,
                record.item_title, record.item_sid)
         digest = hashlib.blake2b(repr(key).encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        first = self._first_row.setdefault(digest, record.row)
-        if first != record.row:
+        first = self._first_row.get(digest)
+        if first is None:
+            self._first_row[digest] = record.row
+        else:
             self.num_duplicates += 1
             if len(self._duplicates) < self.limit:
                 self._duplicates.append(f"row {record.row + 1} repeats row {first + 1}")
@@ -170,7 +173,8 @@ class SplitWarnings:
             if expected and title.strip() != expected.strip():
                 self.num_title_mismatches += 1
                 if len(self._mismatches) < self.limit:
-                    self._mismatches.append(f"row {record.row + 1}, item {item_id}: {title[:40]!r} vs {expected[:40]!r}")
+                    self._mismatches.append(
+                        f"row {record.row + 1}, item {item_id}: {title[:40]!r} vs {expected[:40]!r}")
 
     def warnings(self) -> list[str]:
         """One sentence per kind found so far, with the count and the first examples (1-based data rows)."""
@@ -291,10 +295,11 @@ def _parse_row(cells: list[str], position: dict[str, int], catalog: ItemCatalog,
 
 
 # The plain lists that writers of these files produce, e.g. "[3, 17]" and "['Glue', \"Tom's Tape\"]": these
-# patterns read them ~10x faster than ast.literal_eval, to the same values; anything else (escapes, control
+# patterns read them 5x faster than ast.literal_eval, to the same values; anything else (escapes, control
 # characters, tabs, trailing commas, long integers, empty lists) goes to literal_eval and its checks.
 _INT = r"(?:0|[1-9][0-9]{0,17})"
-_STR = r"""(?:'([^'\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]*)'|"([^"\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]*)")"""
+_NOT_PLAIN = r"\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff"  # backslash, control characters, line ends, surrogates
+_STR = rf"""(?:'([^'{_NOT_PLAIN}]*)'|"([^"{_NOT_PLAIN}]*)")"""
 _PLAIN_LISTS = {int: (re.compile(rf"\[ *{_INT}(?: *, *{_INT})* *\]"), re.compile(_INT)),
                 str: (re.compile(rf"\[ *{_STR}(?: *, *{_STR})* *\]"), re.compile(_STR))}
 
