@@ -1,4 +1,4 @@
-"""The library's error types, and a strict UTF-8 file reader that reports where it failed.
+"""The library's error types, and strict UTF-8 file readers (whole, or line by line) that report where they fail.
 
 Every error the library raises for a user's input or environment derives from
 :class:`RecLightningError`; the command line prints its message (which ends with the fix) with exit
@@ -9,8 +9,9 @@ few, plus a count).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 MAX_REPORTED_PROBLEMS = 5
 
@@ -69,22 +70,63 @@ def read_text_file(path: str | Path, what: str = "file") -> str:
     Raises:
         DataValidationError: if it is missing, a folder, or holds bytes that are not UTF-8 (with line).
     """
+    path = _existing_file(path, what)
+    data = path.read_bytes()
+    if data.startswith(_BOM):  # a UTF-8 byte order mark (Excel's "CSV UTF-8"): not part of the text
+        data = data[len(_BOM):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise _not_utf8(path, line, err.start, data[err.start:err.end]) from None
+
+
+def iter_text_lines(path: str | Path, what: str = "file") -> Iterator[str]:
+    """The lines of a file as strict UTF-8, one at a time, each with its line ending (what a ``csv.reader`` takes).
+
+    Lines end where ``open(path, newline="")`` ends them (LF, CR LF or a lone CR) and the errors are
+    :func:`read_text_file`'s, same line and byte offset, but the file is never held whole in memory.
+
+    Raises:
+        DataValidationError: if it is missing, a folder, or holds bytes that are not UTF-8 (with line).
+    """
+    return _utf8_lines(_existing_file(path, what))
+
+
+def _utf8_lines(path: Path) -> Iterator[str]:
+    offset = 0  # bytes before the current line, byte order mark excluded (read_text_file's offsets)
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):  # split on b"\n" only: no UTF-8 sequence holds that byte
+            if line_no == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise _not_utf8(path, line_no, offset + err.start, raw[err.start:err.end]) from None
+            offset += len(raw)
+            if "\r" in line and not (line.endswith("\r\n") and line.count("\r") == 1):
+                yield from _LONE_CR.split(line)  # old Mac line ends, as universal newlines split them
+            else:
+                yield line
+
+
+_BOM = b"\xef\xbb\xbf"
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)(?!$)")  # after each CR that is neither before an LF nor at the end
+
+
+def _existing_file(path: str | Path, what: str) -> Path:
     path = Path(path)
     if not path.exists():
         raise DataValidationError(path, [f"the {what} does not exist"],
                                   fix="check the path, or fetch the data with `python -m rec_lightning download`")
     if path.is_dir():
         raise DataValidationError(path, [f"expected the {what}, found a folder"], fix="point to the file itself")
-    data = path.read_bytes()
-    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark (Excel's "CSV UTF-8"): not part of the text
-        data = data[3:]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise DataValidationError(
-            path, [f"line {line}, byte offset {err.start}: bytes {data[err.start:err.end]!r} are not valid UTF-8"],
-            fix="re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+    return path
+
+
+def _not_utf8(path: Path, line: int, offset: int, bad: bytes) -> DataValidationError:
+    return DataValidationError(path, [f"line {line}, byte offset {offset}: bytes {bad!r} are not valid UTF-8"],
+                               fix="re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)")
 
 
 def reject_duplicate_keys(path: str | Path):

@@ -12,17 +12,17 @@ def check_data(data_dir: str, category: str) -> None:
         data_dir: folder in the MiniOneRec layout.
         category: category name, e.g. Industrial_and_Scientific.
     """
-    from rec_lightning.data.records import load_rec_data
+    from rec_lightning.data.records import check_rec_data
     from rec_lightning.errors import DataValidationError
 
     try:
-        data = load_rec_data(data_dir, category)
+        data = check_rec_data(data_dir, category)  # row by row: the rows are validated, not kept
     except DataValidationError as err:
         raise SystemExit(str(err)) from None
     catalog = data.catalog
     shared = catalog.duplicate_sids
-    for split, records in data.splits.items():
-        print(f"{split:<6} {len(records):>7} rows")
+    for split, num_rows in data.num_rows.items():
+        print(f"{split:<6} {num_rows:>7} rows")
     print(f"items {len(catalog)}, SID levels {catalog.level_counts}, SID tokens {len(catalog.sid_tokens)}, "
           f"SIDs shared by several items {len(shared)} ({sum(len(v) for v in shared.values())} items)")
     print(f"warnings {len(data.warnings)}")

@@ -16,6 +16,7 @@ import ast
 import hashlib
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -108,7 +109,7 @@ def sid_token_sort_key(token: str) -> tuple[int, int]:
     return parse_sid_token(token)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # no per-item __dict__: catalogs hold 10^5-10^6 of them
 class Item:
     """One catalog item. ``description`` is plain text (list-repr descriptions are joined)."""
 
@@ -305,7 +306,7 @@ def read_index_json(path: str | Path) -> dict[int, tuple[str, ...]]:
         except SIDFormatError as err:
             problems.append(f"item {key}: {err}")
             continue
-        index[int(key)] = tuple(tokens)
+        index[int(key)] = tuple(map(sys.intern, tokens))  # a few hundred distinct tokens, one string each
     if problems:
         raise DataValidationError(path, problems, fix="rebuild the index (e.g. `python -m rec_lightning build-sids`)")
     if not index:

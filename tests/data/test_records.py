@@ -1,11 +1,14 @@
+import ast
 import csv
+import io
 import json
+import shutil
 
 import pytest
 
 from conftest import REAL_CATEGORY, REAL_DATA, requires_real_data
-from rec_lightning.data.records import COLUMNS, load_rec_data, read_split
-from rec_lightning.errors import DataValidationError
+from rec_lightning.data.records import COLUMNS, _parse_list, _RowError, check_rec_data, load_rec_data, read_split
+from rec_lightning.errors import DataValidationError, iter_text_lines, read_text_file
 from rec_lightning.sids.codec import ItemCatalog
 
 INDEX = {"0": ["<a_1>", "<b_2>", "<c_3>"], "1": ["<a_1>", "<b_2>", "<c_4>"], "2": ["<a_5>", "<b_0>", "<c_0>"]}
@@ -112,6 +115,107 @@ def test_category_file_matching_is_exact(tmp_path):
     write_split(tmp_path / "train" / "Toys_5_2016-10-2018-11.csv", [GOOD_ROW])
     data = load_rec_data(tmp_path, "Toys", splits=("train",))
     assert len(data.splits["train"]) == 1
+
+
+def test_non_utf8_bytes_after_a_bad_header_are_reported_first(tmp_path, catalog):
+    """The rows are read as a stream, but a file with bad bytes anywhere still gets the UTF-8 error (as when the
+    whole file was decoded before parsing), not the header's error."""
+    path = tmp_path / "train.csv"
+    write_split(path, [GOOD_ROW] * 3, columns=[c for c in COLUMNS if c != "history_item_sid"])
+    path.write_bytes(path.read_bytes()[::-1].replace(b"llirD", b"lli\xe9rD", 1)[::-1])  # in the last row
+    with pytest.raises(DataValidationError, match=r"line 4, byte offset \d+: bytes b'\\xe9' are not valid UTF-8"):
+        read_split(path, catalog)
+
+
+@pytest.mark.parametrize("data", [b"a\nb\r\nc\rd\r\re\r", b"\xef\xbb\xbfh\xc3\xa9\r\n\r\n", b"", b"x\n\xe2\x82\ny"])
+def test_text_lines_are_read_text_file_split_as_csv_wants(tmp_path, data):
+    """Line by line, the same text (byte order mark dropped, LF / CR LF / lone CR ends kept) and the same error."""
+    path = tmp_path / "f.txt"
+    path.write_bytes(data)
+    try:
+        expected = list(io.StringIO(read_text_file(path), newline=""))
+    except DataValidationError as err:
+        with pytest.raises(DataValidationError) as streamed:
+            list(iter_text_lines(path))
+        assert str(streamed.value) == str(err) and "line 2, byte offset 2: bytes b'\\xe2\\x82'" in str(err)
+    else:
+        assert list(iter_text_lines(path)) == expected
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("[0, 17]", int), ("[ 3,4 ]", int), ("[007]", int), ("[1_000]", int), ("[0,]", int), ("[12345678901234567890]", int),
+    ("['Glue', \"Tom's Tape\"]", str), ("['a,b', '[x]']", str), ("['']", str), ("['tab\\there']", str),
+    ("['caf\u00e9 \u2122']", str), ("['a'  'b']", str), ("[b'a']", str), ("['a',\t'b']", str), ("[1, 'a']", str),
+])
+def test_plain_list_cells_parse_as_literal_eval_does(text, kind):
+    """Plain lists take a fast path (no literal_eval); the values, and what is rejected, stay literal_eval's."""
+    try:
+        expected = ast.literal_eval(text)
+        assert all(type(e) is kind for e in expected)
+    except (ValueError, SyntaxError, AssertionError):
+        with pytest.raises(_RowError):
+            _parse_list(text, "c", kind, "values")
+    else:
+        parsed = _parse_list(text, "c", kind, "values")
+        assert parsed == expected and [type(e) for e in parsed] == [type(e) for e in expected]
+
+
+def assert_check_matches_load(data_dir, category):
+    """check_rec_data (row by row, keeps counts) reports what load_rec_data (keeps the rows) does."""
+    loaded = load_rec_data(data_dir, category)
+    checked = check_rec_data(data_dir, category)
+    assert checked.num_rows == {split: len(records) for split, records in loaded.splits.items()}
+    assert checked.warnings == loaded.warnings
+    assert len(checked.catalog) == len(loaded.catalog)
+    return checked
+
+
+def test_check_rec_data_matches_load_rec_data_on_the_demo_data(demo_dir):
+    checked = assert_check_matches_load(demo_dir, "Demo_Shop")
+    assert set(checked.num_rows) == {"train", "valid", "test"} and checked.warnings == []
+
+
+def test_check_rec_data_matches_load_rec_data_with_warnings(tmp_path):
+    """Duplicates (more than the 3 quoted), titles that disagree, a BOM and CR LF line ends: same counts, same text."""
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "Shop.index.json").write_text(json.dumps(INDEX))
+    (tmp_path / "index" / "Shop.item.json").write_text(json.dumps({k: {"title": t} for k, t in TITLES.items()}))
+    other_user = {**GOOD_ROW, "user_id": "B7"}
+    renamed = {**GOOD_ROW, "user_id": "C2", "item_title": "Power Drill", "history_item_title": "['Glue', 'Tape ']"}
+    rows = {"train": [GOOD_ROW, other_user, GOOD_ROW, renamed, other_user, GOOD_ROW, GOOD_ROW, renamed],
+            "valid": [GOOD_ROW], "test": [renamed, other_user]}
+    for split, split_rows in rows.items():
+        (tmp_path / split).mkdir()
+        write_split(tmp_path / split / "Shop_5.csv", split_rows)
+    test_csv = tmp_path / "test" / "Shop_5.csv"
+    test_csv.write_bytes(b"\xef\xbb\xbf" + test_csv.read_bytes())  # csv.DictWriter already ends lines with CR LF
+    checked = assert_check_matches_load(tmp_path, "Shop")
+    assert checked.num_rows == {"train": 8, "valid": 1, "test": 2}
+    train, test = tmp_path / "train" / "Shop_5.csv", test_csv
+    assert checked.warnings == [
+        f"{train}: 5 fully duplicated row(s) (row 3 repeats row 1; row 5 repeats row 2; row 6 repeats row 1): each copy "
+        "counts again in training and evaluation; drop them if they are not real repeats",
+        f"{train}: 2 CSV title(s) disagree with item.json (row 4, item 2: 'Power Drill' vs 'Drill'; row 8, item 2: "
+        "'Power Drill' vs 'Drill'): title prompts use the CSV's history titles and item.json's titles; regenerate the "
+        "split from the same item.json",
+        f"{test}: 1 CSV title(s) disagree with item.json (row 1, item 2: 'Power Drill' vs 'Drill'): title prompts use "
+        "the CSV's history titles and item.json's titles; regenerate the split from the same item.json",
+    ]  # 'Tape ' is 'Tape' once stripped: no warning
+
+
+def test_check_rec_data_raises_load_rec_data_errors(tmp_path, catalog):
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "Shop.index.json").write_text(json.dumps(INDEX))
+    (tmp_path / "train").mkdir()
+    write_split(tmp_path / "train" / "Shop.csv", [GOOD_ROW, {**GOOD_ROW, "item_sid": "<a_9><b_9><c_9>"}])
+    with pytest.raises(DataValidationError) as loaded:
+        load_rec_data(tmp_path, "Shop", splits=("train",))
+    with pytest.raises(DataValidationError) as checked:
+        check_rec_data(tmp_path, "Shop", splits=("train",))
+    assert str(checked.value) == str(loaded.value) and "line 3, column 'item_sid'" in str(checked.value)
+    shutil.rmtree(tmp_path / "train")
+    with pytest.raises(DataValidationError, match="no file matches 'Shop\\*.csv'"):
+        check_rec_data(tmp_path, "Shop", splits=("train",))
 
 
 @requires_real_data
