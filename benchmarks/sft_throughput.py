@@ -1,7 +1,7 @@
 """Benchmark: SFT training throughput on CPU, tiny model, real Industrial train split.
 
 Usage: python benchmarks/sft_throughput.py [--data_dir ../shared/data/Amazon] [--steps 30] [--batch_size 32]
-       [--finetune full|lora] [--no-hf_trainer]
+       [--finetune full|lora] [--no-hf_trainer] [--threads N]
 
 The quickstart's tiny Qwen2 (hidden 128, 2 layers, full fine-tuning or ``--finetune lora``, float32) and
 the byte-level BPE the library trains on the data; the whole SFT task mix (six tasks) of the train split,
@@ -152,6 +152,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per row")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--finetune", choices=("full", "lora"), default="full", help="fine-tuning mode of every row")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's; 1 keeps other work on a shared 2-core machine from "
+                             "skewing the rows)")
     parser.add_argument("--hf_trainer", action=argparse.BooleanOptionalAction, default=True,
                         help="also time a plain transformers.Trainer on the same examples")
     args = parser.parse_args()
@@ -164,6 +167,8 @@ def main() -> None:
     from rec_lightning.modules.sft import SFTModule, response_loss_sum
 
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as cache:
         started = time.perf_counter()
         data = RecDataModule(data_dir=args.data_dir, category=args.category, batch_size=args.batch_size,
