@@ -421,7 +421,7 @@ def child_tokenize(args) -> dict:
     dm.setup("fit")
     seconds = time.perf_counter() - start
     train, valid = dm.datasets["train"], dm.datasets["valid"]
-    tokens = sum(train.lengths)
+    tokens = int(train.lengths.sum())
     return {"seconds": seconds, "rss_before": before,
             "note": f"setup('fit') with the BPE cached: {len(train):,} train examples ({tokens / len(train):.0f} "
                     f"tokens each), {len(valid):,} valid"}
@@ -572,7 +572,7 @@ def child_memory(args, trace: bool) -> dict:
     t = time.perf_counter()
     train = RecDataset(mix, tokenizer, dm.max_length, with_response=dm.train_format == "sft",
                        prompt_label_ids=prompt_label_ids)
-    tokens = sum(train.lengths)
+    tokens = int(train.lengths.sum())
     checkpoint("train RecDataset (token id lists; peak = tokenization)", time.perf_counter() - t, tokens, "token")
     del mix
     t = time.perf_counter()
