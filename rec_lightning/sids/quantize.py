@@ -13,10 +13,14 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 def squared_distances(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -90,6 +94,48 @@ def _logsumexp(values: torch.Tensor, dim: int) -> torch.Tensor:
     return (values - peak).clamp_min(-80.0).exp().sum(dim=dim).log() + peak.squeeze(dim)
 
 
+def sinkhorn_scaling_plan(cost: torch.Tensor, capacities: torch.Tensor, epsilon: float, num_iters: int,
+                          tol: float = 1e-3, init_log_v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fast :func:`sinkhorn_log_plan`: the same alternating normalisations as scaling vectors in the exp domain.
+
+    The Gibbs kernel ``exp(-cost/epsilon)`` is built once; each iteration is then two matrix-vector products
+    (``u = 1 / (K v)``, ``v = capacities / (K^T u)``, masses scaled by N) instead of two logsumexps over
+    ``[N, K]``. The kernel is floored at ``e^-60`` (rows are expected to hold a cost 0, i.e. an entry 1): that
+    keeps float32 products out of denormals and moves a row's mass by < 1e-24 relative. The row error is
+    checked after every iteration (the reference checks every 10th), with the same criterion. If the scalings
+    leave float32's range (a cluster far from every point), it falls back to :func:`sinkhorn_log_plan`.
+
+    Args:
+        cost: ``[N, K]`` transport costs (scale ~1), each row's minimum 0 (as :func:`balanced_assign` makes it).
+        capacities: ``[K]`` integers summing to N (zero allowed).
+        epsilon, num_iters: as :func:`sinkhorn_log_plan`.
+        tol: stop once every row's mass is within this relative error (0: run ``num_iters``).
+        init_log_v: ``[K]`` log column scaling to start from (warm start, e.g. the previous Lloyd iteration's).
+
+    Returns:
+        ``([N, K]`` log-plan as :func:`sinkhorn_log_plan` (rows ~1/N, columns ~capacity/N), ``[K]`` log ``v``).
+    """
+    n = cost.shape[0]
+    scaled = cost * (-1.0 / epsilon)  # [N, K] log kernel
+    kernel = scaled.clamp_min(-60.0).exp_()  # [N, K]
+    target = capacities.to(cost.dtype)  # [K] column masses (rows have mass 1)
+    v = torch.ones_like(target) if init_log_v is None else init_log_v.to(cost.dtype).exp()  # [K]
+    v = torch.where(target > 0, v, 0.0)
+    u = None
+    for _ in range(num_iters):
+        u_new = (kernel @ v).reciprocal_()  # [N]
+        if u is not None and tol > 0 and float((u / u_new).log_().abs_().max()) < tol:
+            break  # rows of u * K * v (columns exact after the last v-step) are within tol
+        u = u_new
+        v = target / (kernel.T @ u)  # [K]; 0 for empty clusters
+    del kernel
+    if u is None or not (torch.isfinite(u).all() and torch.isfinite(v).all() and bool((u > 0).all())):
+        log_plan = sinkhorn_log_plan(cost, capacities, epsilon, num_iters)
+        return log_plan, log_plan[0] - scaled[0]  # column potentials up to a constant, for the next warm start
+    log_v = v.log()  # [K]; -inf for empty clusters
+    return scaled.add_(u.log_().sub_(math.log(n))[:, None]).add_(log_v[None, :]), log_v
+
+
 def capacity_round(scores: torch.Tensor, capacities: torch.Tensor) -> torch.Tensor:
     """Hard assignment with cluster ``k`` receiving exactly ``capacities[k]`` points (sum must be N).
 
@@ -133,7 +179,7 @@ def balanced_assign(dist: torch.Tensor, capacities: torch.Tensor, epsilon: float
     """Assign N points to K clusters with exactly ``capacities`` points each, close to nearest-centroid.
 
     The cost is each row's distance minus its minimum, divided by the median of that (row shifts do
-    not change the transport solution); :func:`sinkhorn_log_plan` then :func:`capacity_round`.
+    not change the transport solution); :func:`sinkhorn_scaling_plan` then :func:`capacity_round`.
 
     Args:
         dist: ``[N, K]`` squared distances.
@@ -142,10 +188,16 @@ def balanced_assign(dist: torch.Tensor, capacities: torch.Tensor, epsilon: float
     Returns:
         ``[N]`` cluster index per point.
     """
-    cost = dist - dist.min(dim=1, keepdim=True).values  # [N, K]
-    scale = cost.median().clamp_min(1e-12)
-    log_plan = sinkhorn_log_plan(cost / scale, capacities, epsilon, num_iters)
-    return capacity_round(log_plan, capacities)
+    return _balanced_assign(dist.clone(), capacities, epsilon, num_iters)[0]
+
+
+def _balanced_assign(dist: torch.Tensor, capacities: torch.Tensor, epsilon: float, num_iters: int,
+                     init_log_v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`balanced_assign` that overwrites ``dist`` and warm-starts / returns Sinkhorn's log column scaling."""
+    cost = dist.sub_(dist.amin(dim=1, keepdim=True))  # [N, K], in place
+    cost.div_(cost.median().clamp_min(1e-12))
+    log_plan, log_v = sinkhorn_scaling_plan(cost, capacities, epsilon, num_iters, init_log_v=init_log_v)
+    return capacity_round(log_plan, capacities), log_v
 
 
 @dataclass(frozen=True)
@@ -158,15 +210,18 @@ class KMeansResult:
 
 
 def kmeans(x: torch.Tensor, k: int, max_iters: int = 100, seed: int = 0, balanced: bool = False,
-           sinkhorn_epsilon: float = 0.05, sinkhorn_iters: int = 50) -> KMeansResult:
+           sinkhorn_epsilon: float = 0.05, sinkhorn_iters: int = 50, change_tol: float = 0.0) -> KMeansResult:
     """k-means (or size-balanced k-means) of ``x [N, D]`` into ``k`` clusters, deterministic for a seed.
 
     With ``N <= k`` every point gets its own cluster (the spare centroids copy point 0 and are never
-    the unique argmin). Iterations stop early once no assignment changes.
+    the unique argmin). Iterations stop early once no assignment changes, or once at most ``change_tol``
+    of the points changed (their new codes are kept). Balanced assignments warm-start each Sinkhorn from
+    the previous iteration's column scaling.
 
     Args:
         balanced: every cluster gets ``floor(N/k)`` or ``ceil(N/k)`` points (:func:`balanced_assign`).
         sinkhorn_epsilon, sinkhorn_iters: the balanced assignment's transport settings.
+        change_tol: stop once the fraction of points whose code changed is at most this (0: only when none).
     """
     n = x.shape[0]
     if n == 0 or k <= 0:
@@ -178,16 +233,21 @@ def kmeans(x: torch.Tensor, k: int, max_iters: int = 100, seed: int = 0, balance
     centroids = kmeans_plus_plus(x, k, generator)
     capacities = balanced_capacities(n, k, x.device)
     codes = torch.full((n,), -1, dtype=torch.long, device=x.device)
-    iteration = 0
+    iteration, log_v = 0, None
     for iteration in range(1, max_iters + 1):
         dist = squared_distances(x, centroids)  # [N, K]
-        new_codes = balanced_assign(dist, capacities, sinkhorn_epsilon, sinkhorn_iters) if balanced else dist.argmin(1)
-        if not balanced:
-            new_codes = _reseed_empty(new_codes, dist, k)
-        if torch.equal(new_codes, codes):
+        if balanced:  # overwrites dist
+            new_codes, log_v = _balanced_assign(dist, capacities, sinkhorn_epsilon, sinkhorn_iters, log_v)
+        else:
+            new_codes = _reseed_empty(dist.argmin(1), dist, k)
+        num_changed = int((new_codes != codes).sum())
+        log.debug("kmeans iteration %d: %d of %d codes changed", iteration, num_changed, n)
+        if num_changed == 0:
             break
         codes = new_codes
         centroids = _cluster_means(x, codes, k, centroids)
+        if num_changed <= change_tol * n:
+            break
     return KMeansResult(centroids, codes, iteration)
 
 
@@ -230,17 +290,20 @@ class ResidualCodes:
 
 def fit_residual_kmeans(x: torch.Tensor, num_levels: int = 3, codebook_size: int = 256, seed: int = 0,
                         balanced: bool = False, max_iters: int = 100, sinkhorn_epsilon: float = 0.05,
-                        sinkhorn_iters: int = 50) -> ResidualCodes:
+                        sinkhorn_iters: int = 50, change_tol: float = 0.0) -> ResidualCodes:
     """Residual k-means: level ``l`` clusters ``r_l`` (``r_0 = x``), then ``r_{l+1} = r_l - C_l[code_l]``.
 
     Level ``l`` uses seed ``seed + l``. With ``balanced`` each level's clusters hold ``floor(N/K)`` or
     ``ceil(N/K)`` items; the returned codes are those balanced assignments (not a later argmin).
+    ``change_tol``: see :func:`kmeans`.
     """
     x = x.float()
     residual = x.clone()
     codes, codebooks = [], []
     for level in range(num_levels):
-        result = kmeans(residual, codebook_size, max_iters, seed + level, balanced, sinkhorn_epsilon, sinkhorn_iters)
+        result = kmeans(residual, codebook_size, max_iters, seed + level, balanced, sinkhorn_epsilon, sinkhorn_iters,
+                        change_tol)
+        log.debug("level %d: %d Lloyd iterations", level, result.num_iters)
         codes.append(result.codes)
         codebooks.append(result.centroids)
         if level < num_levels - 1:
