@@ -134,6 +134,17 @@ def test_balanced_kmeans_sizes_are_floor_or_ceil(num_points, k):
     assert int(sizes.sum()) == num_points
 
 
+def test_change_tol_stops_lloyd_early_and_keeps_the_balance():
+    x = blobs(600, num_centers=5)
+    full = kmeans(x, 16, seed=0, balanced=True)  # runs until no code changes
+    early = kmeans(x, 16, seed=0, balanced=True, change_tol=0.05)  # stops once <= 30 of 600 points moved
+    assert 1 <= early.num_iters < full.num_iters
+    sizes = torch.bincount(early.codes, minlength=16)
+    assert sizes.min() >= 600 // 16 and sizes.max() <= math.ceil(600 / 16)  # 37 or 38
+    # the returned centroids are the means of the returned codes
+    assert torch.allclose(early.centroids[3], x[early.codes == 3].mean(0), atol=1e-5)
+
+
 def test_balanced_residual_kmeans_every_level_within_bound():
     x = blobs(300)
     codes = fit_residual_kmeans(x, 3, 16, seed=0, balanced=True, max_iters=10).codes

@@ -318,12 +318,14 @@ class ResidualCodes:
         codebooks: ``L`` tensors ``[K, D]``.
         last_residual: ``[N, D]`` what the last level quantised (used to re-assign colliding items).
         reconstruction: ``[N, D]`` sum of the chosen codewords (in the quantised space).
+        num_iters: Lloyd iterations run per level.
     """
 
     codes: torch.Tensor
     codebooks: list[torch.Tensor]
     last_residual: torch.Tensor
     reconstruction: torch.Tensor
+    num_iters: tuple[int, ...] = ()
 
 
 def fit_residual_kmeans(x: torch.Tensor, num_levels: int = 3, codebook_size: int = 256, seed: int = 0,
@@ -337,18 +339,19 @@ def fit_residual_kmeans(x: torch.Tensor, num_levels: int = 3, codebook_size: int
     """
     x = x.float()
     residual = x.clone()
-    codes, codebooks = [], []
+    codes, codebooks, num_iters = [], [], []
     for level in range(num_levels):
         result = kmeans(residual, codebook_size, max_iters, seed + level, balanced, sinkhorn_epsilon, sinkhorn_iters,
                         change_tol)
         log.debug("level %d: %d Lloyd iterations", level, result.num_iters)
         codes.append(result.codes)
         codebooks.append(result.centroids)
+        num_iters.append(result.num_iters)
         if level < num_levels - 1:
             residual = residual - result.centroids[result.codes]
     last_residual = residual
     reconstruction = x - (residual - codebooks[-1][codes[-1]])
-    return ResidualCodes(torch.stack(codes, dim=1), codebooks, last_residual, reconstruction)
+    return ResidualCodes(torch.stack(codes, dim=1), codebooks, last_residual, reconstruction, tuple(num_iters))
 
 
 class ResidualVectorQuantizer(nn.Module):
