@@ -115,14 +115,18 @@ def test_fast_sinkhorn_handles_a_cluster_far_from_every_point():
     assert torch.allclose(plan.exp(), torch.full((4, 2), 0.125), atol=1e-6)
 
 
-def test_fast_sinkhorn_falls_back_to_the_log_domain_when_the_kernel_floor_matters():
-    # cluster 1 costs 0.1, 0.2, 0.4, 0.8 (cost/epsilon 100 .. 800): rows 0 and 1 must go to cluster 1, but point 1's
-    # kernel entry e^-100 relative to point 0's is below the e^-60 floor, so the scalings are not trusted
+@pytest.mark.parametrize("epsilon", [1e-3, 1e-5])
+def test_fast_sinkhorn_when_the_kernel_floor_matters(epsilon):
+    # cluster 1 costs 0.1, 0.2, 0.4, 0.8. At epsilon 1e-3 point 1's kernel entry is e^-100 of point 0's, below
+    # float32's e^-60 floor: the float64 rerun (floor e^-600) gives the reference's plan (both are still far from
+    # converged after 50 iterations at such an epsilon). At 1e-5 (e^-10000) the floors of both implementations
+    # (theirs e^-80 inside each logsumexp) move entries by ~1e-4 of the plan's 0.5.
     cost = torch.tensor([[0.0, 0.1], [0.0, 0.2], [0.0, 0.4], [0.0, 0.8]])
     caps = torch.tensor([2, 2])
-    plan, _ = sinkhorn_scaling_plan(cost, caps, epsilon=1e-3, num_iters=50)
-    assert torch.equal(plan, sinkhorn_log_plan(cost, caps, epsilon=1e-3, num_iters=50))
-    assert torch.allclose(plan.exp().sum(0), torch.tensor([0.5, 0.5]), atol=1e-4)
+    plan, _ = sinkhorn_scaling_plan(cost, caps, epsilon=epsilon, num_iters=50)
+    reference = sinkhorn_log_plan(cost, caps, epsilon=epsilon, num_iters=50)
+    assert plan.dtype == torch.float32
+    assert torch.allclose(plan.exp(), reference.exp(), atol=2e-4)
 
 
 @pytest.mark.parametrize("num_points,k", [(300, 8), (301, 16), (97, 10)])

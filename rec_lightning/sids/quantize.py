@@ -3,8 +3,10 @@
 - :func:`kmeans`: k-means++ initialisation then Lloyd iterations; an emptied cluster is re-seeded
   with the point farthest from its centroid.
 - :func:`balanced_assign` / ``kmeans(balanced=True)``: every cluster gets exactly ``floor(N/K)`` or
-  ``ceil(N/K)`` points. Assignment = entropic optimal transport (Sinkhorn, log domain) to near-equal
-  capacities, rounded to a hard assignment by capacity-respecting proposal rounds (provably complete).
+  ``ceil(N/K)`` points. Assignment = entropic optimal transport to near-equal capacities (Sinkhorn as
+  exp-domain scaling vectors, :func:`sinkhorn_scaling_plan`, warm-started across Lloyd iterations; the
+  log-domain :func:`sinkhorn_log_plan` is its reference and fallback), rounded to a hard assignment by
+  capacity-respecting proposal rounds (provably complete).
 - :func:`fit_residual_kmeans`: one codebook per level on the residuals left by the previous levels
   (shared codebooks, not a per-parent tree), as MiniOneRec's RQ-KMeans scripts do.
 - :class:`ResidualVectorQuantizer`: the trainable layer of an RQ-VAE (k-means initialised codebooks,
@@ -110,8 +112,9 @@ def sinkhorn_scaling_plan(cost: torch.Tensor, capacities: torch.Tensor, epsilon:
     ``e^-60`` of it: every column then holds a 1 (and, with a 0 in every cost row, every row an entry >= 1)
     and float32 products stay out of denormals. The row error is checked after every iteration (the
     reference checks every 10th), with the same criterion. If the scalings leave float32's range or the
-    floor could move a marginal by more than 1e-6 relative (sharp plans: duals spanning more than ~60/epsilon
-    in cost), it falls back to :func:`sinkhorn_log_plan`.
+    floor could move a marginal by more than 1e-6 relative (sharp plans: duals spanning ~60 in units of
+    epsilon, e.g. an outlier item), it reruns in float64 with an ``e^-600`` floor, and if that fails too
+    it falls back to :func:`sinkhorn_log_plan`.
 
     Args:
         cost: ``[N, K]`` transport costs (scale ~1), each row's minimum 0 (as :func:`balanced_assign` makes it).
@@ -123,10 +126,22 @@ def sinkhorn_scaling_plan(cost: torch.Tensor, capacities: torch.Tensor, epsilon:
     Returns:
         ``([N, K]`` log-plan as :func:`sinkhorn_log_plan` (rows ~1/N, columns ~capacity/N), ``[K]`` log ``v``).
     """
+    for dtype, log_floor in ((cost.dtype, -60.0), (torch.float64, -600.0)):  # float64: when float32's floor matters
+        result = _sinkhorn_scaling(cost.to(dtype), capacities, epsilon, num_iters, tol, init_log_v, log_floor)
+        if result is not None:
+            return result[0].to(cost.dtype), result[1].to(cost.dtype)
+    log.debug("sinkhorn scalings out of float range or the kernel floor matters: log-domain fallback")
+    log_plan = sinkhorn_log_plan(cost, capacities, epsilon, num_iters, tol)
+    return log_plan, log_plan[0] + cost[0] / epsilon  # column potentials up to a constant, for the next warm start
+
+
+def _sinkhorn_scaling(cost: torch.Tensor, capacities: torch.Tensor, epsilon: float, num_iters: int, tol: float,
+                      init_log_v: torch.Tensor | None, log_floor: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """:func:`sinkhorn_scaling_plan` in ``cost``'s dtype with the kernel floored at ``e^log_floor``; None if not exact."""
     n = cost.shape[0]
     scaled = cost * (-1.0 / epsilon)  # [N, K] log kernel
     column_max = scaled.amax(dim=0)  # [K]
-    kernel = (scaled - column_max).clamp_min_(-60.0).exp_()  # [N, K], column maxima 1
+    kernel = (scaled - column_max).clamp_min_(log_floor).exp_()  # [N, K], column maxima 1
     target = capacities.to(cost.dtype)  # [K] column masses (rows have mass 1)
     # v scales the shifted kernel: log v = log v_true + column_max
     v = torch.ones_like(target) if init_log_v is None else (init_log_v.to(cost.dtype) + column_max).exp()  # [K]
@@ -139,24 +154,22 @@ def sinkhorn_scaling_plan(cost: torch.Tensor, capacities: torch.Tensor, epsilon:
         u = u_new
         v = target / (kernel.T @ u)  # [K]; 0 for empty clusters
     del kernel
-    log.debug("sinkhorn: %d iterations", step)
-    if u is None or not _scalings_are_exact(u, v, target):
-        log.debug("sinkhorn scalings out of float range or the kernel floor matters: log-domain fallback")
-        log_plan = sinkhorn_log_plan(cost, capacities, epsilon, num_iters, tol)
-        return log_plan, log_plan[0] - scaled[0]  # column potentials up to a constant, for the next warm start
+    log.debug("sinkhorn: %d iterations (%s)", step, cost.dtype)
+    if u is None or not _scalings_are_exact(u, v, target, log_floor):
+        return None
     log_v = v.log_().sub_(column_max)  # [K]; -inf for empty clusters
     return scaled.add_(u.log_().sub_(math.log(n))[:, None]).add_(log_v[None, :]), log_v
 
 
-def _scalings_are_exact(u: torch.Tensor, v: torch.Tensor, target: torch.Tensor) -> bool:
+def _scalings_are_exact(u: torch.Tensor, v: torch.Tensor, target: torch.Tensor, log_floor: float) -> bool:
     """Finite, positive scalings, and the kernel floor moves no row or column mass by more than 1e-6 relative.
 
-    Raising an entry to ``e^-60`` adds at most ``e^-60 v_j sum(u)`` to column ``j`` and ``e^-60 u_i sum(v)``
+    Raising an entry to ``e^log_floor`` (``e^-60`` below) adds at most ``e^-60 v_j sum(u)`` to column ``j`` and ``e^-60 u_i sum(v)``
     to row ``i`` (mass 1).
     """
     if not (torch.isfinite(u).all() and torch.isfinite(v).all() and bool((u > 0).all())):
         return False
-    floor = math.exp(-60.0)
+    floor = math.exp(log_floor)
     column_excess = floor * v * u.sum()  # [K]
     return bool((column_excess <= 1e-6 * target).all()) and float(floor * u.max() * v.sum()) <= 1e-6
 
