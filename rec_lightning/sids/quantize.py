@@ -103,7 +103,8 @@ def _logsumexp(values: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def sinkhorn_scaling_plan(cost: torch.Tensor, capacities: torch.Tensor, epsilon: float, num_iters: int,
-                          tol: float = 1e-3, init_log_v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                          tol: float = 1e-3,
+                          init_log_v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Fast :func:`sinkhorn_log_plan`: the same alternating normalisations as scaling vectors in the exp domain.
 
     The Gibbs kernel ``exp(-cost/epsilon)`` is built once; each iteration is then two matrix-vector products
@@ -137,7 +138,7 @@ def sinkhorn_scaling_plan(cost: torch.Tensor, capacities: torch.Tensor, epsilon:
 
 def _sinkhorn_scaling(cost: torch.Tensor, capacities: torch.Tensor, epsilon: float, num_iters: int, tol: float,
                       init_log_v: torch.Tensor | None, log_floor: float) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """:func:`sinkhorn_scaling_plan` in ``cost``'s dtype with the kernel floored at ``e^log_floor``; None if not exact."""
+    """:func:`sinkhorn_scaling_plan` in ``cost``'s dtype, kernel floored at ``e^log_floor``; None if not exact."""
     n = cost.shape[0]
     scaled = cost * (-1.0 / epsilon)  # [N, K] log kernel
     column_max = scaled.amax(dim=0)  # [K]
@@ -164,8 +165,8 @@ def _sinkhorn_scaling(cost: torch.Tensor, capacities: torch.Tensor, epsilon: flo
 def _scalings_are_exact(u: torch.Tensor, v: torch.Tensor, target: torch.Tensor, log_floor: float) -> bool:
     """Finite, positive scalings, and the kernel floor moves no row or column mass by more than 1e-6 relative.
 
-    Raising an entry to ``e^log_floor`` (``e^-60`` below) adds at most ``e^-60 v_j sum(u)`` to column ``j`` and ``e^-60 u_i sum(v)``
-    to row ``i`` (mass 1).
+    Raising entries to ``floor = e^log_floor`` adds at most ``floor v_j sum(u)`` to column ``j`` and
+    ``floor u_i sum(v)`` to row ``i`` (mass 1).
     """
     if not (torch.isfinite(u).all() and torch.isfinite(v).all() and bool((u > 0).all())):
         return False
