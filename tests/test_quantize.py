@@ -10,7 +10,8 @@ import torch
 from rec_lightning.sids.collisions import (code_tokens, collision_groups, collision_rate, level_statistics,
                                       resolve_collisions, resolve_extra_level, resolve_reassign, sid_statistics)
 from rec_lightning.sids.quantize import (ResidualVectorQuantizer, balanced_capacities, capacity_round, fit_residual_kmeans,
-                                    kmeans, sinkhorn_log_plan, squared_distances)
+                                    kmeans, sinkhorn_log_plan, sinkhorn_scaling_plan,
+                                    squared_distances)
 from rec_lightning.sids.codec import ItemCatalog, parse_sid
 
 
@@ -84,6 +85,50 @@ def test_sinkhorn_plan_has_the_requested_marginals():
     assert torch.allclose(plan.sum(0), caps / 40, atol=1e-4)
 
 
+@pytest.mark.parametrize("capacities", [[8, 8, 8, 8, 8], [13, 13, 0, 7, 7]])
+def test_fast_sinkhorn_equals_the_log_domain_reference(capacities):
+    # the exp-domain scaling iterations are the log-domain ones: same plan after the same 200 iterations
+    # (tol=0: no early stop); float32 rounding only, so plan entries agree to 1e-6 absolute (they are ~1/40)
+    dist = torch.rand(40, 5, generator=torch.Generator().manual_seed(1)) * 3
+    cost = dist - dist.min(dim=1, keepdim=True).values  # rows hold a 0, as balanced_assign makes them
+    caps = torch.tensor(capacities)
+    reference = sinkhorn_log_plan(cost, caps, epsilon=0.1, num_iters=200, tol=0.0).exp()
+    fast, log_v = sinkhorn_scaling_plan(cost, caps, epsilon=0.1, num_iters=200, tol=0.0)
+    assert torch.allclose(fast.exp(), reference, atol=1e-6, rtol=0)
+    assert torch.allclose(fast.exp().sum(0), caps / 40, atol=1e-5)
+    assert torch.isneginf(fast[:, caps == 0]).all() and torch.isneginf(log_v[caps == 0]).all()
+    # with the default stop at 0.1% row error (checked every iteration here, every 10th there), cold or
+    # warm-started from a perturbed scaling: the stopped plans differ by < 1e-4 per entry (entries <= 1/40;
+    # measured: <= 8e-5, and either is within 1.5% of the converged plan on entries > 1e-4)
+    stopped = sinkhorn_log_plan(cost, caps, epsilon=0.1, num_iters=200).exp()
+    for init in (None, log_v + 0.5 * torch.rand(5, generator=torch.Generator().manual_seed(2))):
+        plan, _ = sinkhorn_scaling_plan(cost, caps, epsilon=0.1, num_iters=200, init_log_v=init)
+        assert torch.allclose(plan.exp(), stopped, atol=1e-4, rtol=0)
+        assert torch.allclose(plan.exp().sum(1), torch.full((40,), 1 / 40), rtol=1e-3)
+
+
+def test_fast_sinkhorn_handles_a_cluster_far_from_every_point():
+    # cost/epsilon = 300 for cluster 1 from every point: its kernel column underflows unless shifted by its
+    # maximum; the plan is still uniform (every point is equally far from both clusters after the row shift)
+    cost = torch.tensor([[0.0, 0.3], [0.0, 0.3], [0.0, 0.3], [0.0, 0.3]])
+    plan, _ = sinkhorn_scaling_plan(cost, torch.tensor([2, 2]), epsilon=1e-3, num_iters=50)
+    assert torch.allclose(plan.exp(), torch.full((4, 2), 0.125), atol=1e-6)
+
+
+@pytest.mark.parametrize("epsilon", [1e-3, 1e-5])
+def test_fast_sinkhorn_when_the_kernel_floor_matters(epsilon):
+    # cluster 1 costs 0.1, 0.2, 0.4, 0.8. At epsilon 1e-3 point 1's kernel entry is e^-100 of point 0's, below
+    # float32's e^-60 floor: the float64 rerun (floor e^-600) gives the reference's plan (both are still far from
+    # converged after 50 iterations at such an epsilon). At 1e-5 (e^-10000) the floors of both implementations
+    # (theirs e^-80 inside each logsumexp) move entries by ~1e-4 of the plan's 0.5.
+    cost = torch.tensor([[0.0, 0.1], [0.0, 0.2], [0.0, 0.4], [0.0, 0.8]])
+    caps = torch.tensor([2, 2])
+    plan, _ = sinkhorn_scaling_plan(cost, caps, epsilon=epsilon, num_iters=50)
+    reference = sinkhorn_log_plan(cost, caps, epsilon=epsilon, num_iters=50)
+    assert plan.dtype == torch.float32
+    assert torch.allclose(plan.exp(), reference.exp(), atol=2e-4)
+
+
 @pytest.mark.parametrize("num_points,k", [(300, 8), (301, 16), (97, 10)])
 def test_balanced_kmeans_sizes_are_floor_or_ceil(num_points, k):
     x = blobs(num_points, num_centers=3)  # very unequal natural clusters for k clusters
@@ -91,6 +136,17 @@ def test_balanced_kmeans_sizes_are_floor_or_ceil(num_points, k):
     sizes = torch.bincount(result.codes, minlength=k)
     assert sizes.min() >= num_points // k and sizes.max() <= math.ceil(num_points / k)
     assert int(sizes.sum()) == num_points
+
+
+def test_change_tol_stops_lloyd_early_and_keeps_the_balance():
+    x = blobs(600, num_centers=5)
+    full = kmeans(x, 16, seed=0, balanced=True)  # runs until no code changes
+    early = kmeans(x, 16, seed=0, balanced=True, change_tol=0.05)  # stops once <= 30 of 600 points moved
+    assert 1 <= early.num_iters < full.num_iters
+    sizes = torch.bincount(early.codes, minlength=16)
+    assert sizes.min() >= 600 // 16 and sizes.max() <= math.ceil(600 / 16)  # 37 or 38
+    # the returned centroids are the means of the returned codes
+    assert torch.allclose(early.centroids[3], x[early.codes == 3].mean(0), atol=1e-5)
 
 
 def test_balanced_residual_kmeans_every_level_within_bound():

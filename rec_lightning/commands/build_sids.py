@@ -23,7 +23,7 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
                levels: int = 3, codebook_size: int = 256, collision: Literal["reassign", "extra-level"] = "reassign",
                data_dir: str | None = None, category: str | None = None, rewrite_data: bool = False, seed: int = 0,
                kmeans_iters: int = 100, sinkhorn_epsilon: float = 0.05, rqvae: RQVAEOptions = RQVAEOptions(),
-               device: str = "cpu", progress: bool = True) -> dict:
+               device: str = "cpu", progress: bool = True, kmeans_change_tol: float = 0.0) -> dict:
     """Quantise item embeddings into SIDs, resolve collisions with a guarantee, and write the index.
 
     Args:
@@ -45,6 +45,8 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
         rqvae: RQ-VAE settings.
         device: torch device of the k-means methods (``cpu``, ``cuda``); RQ-VAE uses ``rqvae.accelerator``.
         progress: show progress bars.
+        kmeans_change_tol: k-means methods: a level stops once at most this fraction of items changed code in
+            a Lloyd iteration (0: only when none changed, or after ``kmeans_iters``).
 
     Returns:
         The report written to ``sid_report.json``.
@@ -58,7 +60,7 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
     try:
         report = build.build_sids(embeddings, output, method, levels, codebook_size, collision, data_dir, category,
                                   rewrite_data, seed, kmeans_iters, sinkhorn_epsilon, rqvae, device, progress,
-                                  fit_rqvae=fit_rqvae)
+                                  fit_rqvae=fit_rqvae, kmeans_change_tol=kmeans_change_tol)
     except (ConfigurationError, DataValidationError) as err:
         raise SystemExit(str(err)) from None
     print(build.format_report(report))

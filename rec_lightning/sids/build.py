@@ -97,7 +97,7 @@ def load_embeddings(path: str | Path) -> Tensor:
 
 def quantise(x: Tensor, method: str, levels: int, codebook_size: int, seed: int, kmeans_iters: int,
              sinkhorn_epsilon: float, rqvae: RQVAEOptions, progress: bool, device: str = "cpu",
-             fit_rqvae: Callable[..., Quantised] | None = None) -> Quantised:
+             fit_rqvae: Callable[..., Quantised] | None = None, kmeans_change_tol: float = 0.0) -> Quantised:
     """Run one quantiser on ``x [N, D]`` and return its codes and what collision repair needs (on CPU).
 
     ``rq-vae`` calls ``fit_rqvae(x, levels, codebook_size, seed, rqvae, progress)``
@@ -107,9 +107,11 @@ def quantise(x: Tensor, method: str, levels: int, codebook_size: int, seed: int,
 
     if method in ("rq-kmeans", "rq-kmeans-balanced"):
         fitted = fit_residual_kmeans(x.to(device), levels, codebook_size, seed, balanced=method == "rq-kmeans-balanced",
-                                     max_iters=kmeans_iters, sinkhorn_epsilon=sinkhorn_epsilon)
+                                     max_iters=kmeans_iters, sinkhorn_epsilon=sinkhorn_epsilon,
+                                     change_tol=kmeans_change_tol)
         error = float(((x - fitted.reconstruction.cpu()) ** 2).sum() / (x ** 2).sum())
-        return Quantised(fitted.codes.cpu(), fitted.last_residual.cpu(), [c.cpu() for c in fitted.codebooks], error, {})
+        return Quantised(fitted.codes.cpu(), fitted.last_residual.cpu(), [c.cpu() for c in fitted.codebooks], error,
+                         {"kmeans_iterations": list(fitted.num_iters)})
     if fit_rqvae is None:
         raise ConfigurationError("method rq-vae needs fit_rqvae (rec_lightning.modules.rqvae.fit_rqvae)")
     return fit_rqvae(x, levels, codebook_size, seed, rqvae, progress)
@@ -119,7 +121,8 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
                levels: int = 3, codebook_size: int = 256, collision: Literal["reassign", "extra-level"] = "reassign",
                data_dir: str | None = None, category: str | None = None, rewrite_data: bool = False, seed: int = 0,
                kmeans_iters: int = 100, sinkhorn_epsilon: float = 0.05, rqvae: RQVAEOptions = RQVAEOptions(),
-               device: str = "cpu", progress: bool = True, fit_rqvae: Callable[..., Quantised] | None = None) -> dict:
+               device: str = "cpu", progress: bool = True, fit_rqvae: Callable[..., Quantised] | None = None,
+               kmeans_change_tol: float = 0.0) -> dict:
     """Quantise item embeddings into SIDs, resolve collisions with a guarantee, and write the index.
 
     Args:
@@ -142,6 +145,8 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
         device: torch device of the k-means methods (``cpu``, ``cuda``); RQ-VAE uses ``rqvae.accelerator``.
         progress: show progress bars.
         fit_rqvae: the ``rq-vae`` trainer, :func:`rec_lightning.modules.rqvae.fit_rqvae` (unused by k-means).
+        kmeans_change_tol: k-means methods: a level stops once at most this fraction of items changed code in
+            a Lloyd iteration (0: only when none changed, or after ``kmeans_iters``).
 
     Returns:
         The report written to ``sid_report.json`` (:func:`format_report` prints it).
@@ -161,7 +166,7 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
              method, levels, codebook_size, seed)
     start = time.perf_counter()
     q = quantise(x, method, levels, codebook_size, seed, kmeans_iters, sinkhorn_epsilon, rqvae, progress, device,
-                 fit_rqvae)
+                 fit_rqvae, kmeans_change_tol)
     quantise_seconds = time.perf_counter() - start
     resolution = resolve_collisions(collision, q.codes, q.last_residual, q.codebooks[-1])
     base = [tuple(r) for r in q.codes.tolist()]
@@ -173,6 +178,8 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
                             "num_extra_level": resolution.num_extra_level},
               "relative_quantisation_error": q.relative_error, "quantise_seconds": round(quantise_seconds, 2),
               **sid_statistics(base, resolution.codes, codebook_size)}
+    if "kmeans_iterations" in q.extra:
+        report["kmeans_iterations"] = q.extra["kmeans_iterations"]  # Lloyd iterations per level
     if method == "rq-vae":
         report["rqvae"] = {**asdict(rqvae), "final_metrics": q.extra["rqvae_final_metrics"]}
     write_outputs(out, category, index, titles, source_files, report, q)

@@ -173,6 +173,7 @@ def test_build_sids_writes_a_collision_free_minionerec_folder(catalog_dir, tmp_p
     assert (out / "sid_first_level_histogram.png").read_bytes()[:4] == b"\x89PNG"
     if method == "rq-kmeans-balanced":  # 40 items in 4 first-level codes: exactly 10 each
         assert saved["items_per_first_level_code"] == [10, 10, 10, 10]
+    assert len(saved["kmeans_iterations"]) == 2 and 1 <= min(saved["kmeans_iterations"]) <= 100
 
 
 def test_rewritten_csvs_change_only_the_sid_columns(catalog_dir, tmp_path):
