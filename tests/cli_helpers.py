@@ -97,6 +97,10 @@ def run_in_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedP
     return subprocess.CompletedProcess(["rec_lightning", *args], code, out.getvalue(), err.getvalue())
 
 
+#: what conftest's ``lora_run`` adds to the quickstart LoRA config (a test repeating that run passes the same)
+LORA_RUN_EXTRA = ("--data.packing", "true", "--trainer.log_every_n_steps", "1")
+
+
 def write_short_run_config(folder: Path, max_steps: int = 8) -> Path:
     path = folder / "short_run.yaml"
     path.write_text(SHORT_RUN_YAML.format(max_steps=max_steps))

@@ -58,12 +58,12 @@ def lora_run(tmp_path_factory, session_cache) -> Path:
     """configs/quickstart_lora.yaml for 4 steps through the CLI (same short-run settings as ``sft_run``, packed
     batches, metrics logged every step): the folder holding ``run/final_checkpoint`` (an adapter, ``base/`` and a
     card), ``run/checkpoints/last.ckpt`` and ``run/logs``."""
-    from cli_helpers import QUICKSTART, describe, run_cli, write_short_run_config
+    from cli_helpers import LORA_RUN_EXTRA, QUICKSTART, describe, run_cli, write_short_run_config
 
     folder = tmp_path_factory.mktemp("lora_run")
     short = write_short_run_config(folder, max_steps=4)
     result = run_cli("fit", "--config", str(QUICKSTART), "--config", str(REPO_ROOT / "configs" / "quickstart_lora.yaml"),
-                     "--config", str(short), "--data.packing", "true", "--trainer.log_every_n_steps", "1", cwd=folder)
+                     "--config", str(short), *LORA_RUN_EXTRA, cwd=folder)
     assert result.returncode == 0, describe(result)
     (folder / "cli_output.txt").write_text(result.stdout + result.stderr)
     return folder

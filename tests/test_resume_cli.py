@@ -13,7 +13,7 @@ import shlex
 import pytest
 from safetensors.torch import load_file
 
-from cli_helpers import (QUICKSTART, REPO, assert_clean_error, describe, run_cli, run_in_process, short_fit_args,
+from cli_helpers import (LORA_RUN_EXTRA, QUICKSTART, REPO, assert_clean_error, describe, run_cli, run_in_process, short_fit_args,
                          write_short_run_config)
 
 
@@ -68,11 +68,11 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_its_resume_command_reproduces_
 
 @pytest.mark.slow  # 18 s: two more fits (the default tier resumes the SFT full run through the same path)
 def test_sigterm_then_resume_of_a_lora_run_reproduces_its_adapter(tmp_path, lora_run):
-    """configs/quickstart_lora.yaml (conftest's 4-step ``lora_run`` is the uninterrupted run): stopped at step 2,
+    """configs/quickstart_lora.yaml, packed (conftest's 4-step ``lora_run`` is the uninterrupted run): stopped at step 2,
     resumed from ``interrupted.ckpt``, the saved adapter (LoRA matrices and trainable SID rows) is the same."""
     config = write_short_run_config(tmp_path, max_steps=4)
     lora_args = ["fit", "--config", str(QUICKSTART), "--config", str(REPO / "configs" / "quickstart_lora.yaml"),
-                 "--config", str(config)]
+                 "--config", str(config), *LORA_RUN_EXTRA]  # packed batches, as lora_run: the resume is exact there too
     stopped = run_cli(*lora_args, "--trainer.callbacks+=cli_helpers.SignalAtStep", "--trainer.callbacks.step=2",
                       "--trainer.callbacks.signal_name=SIGTERM", cwd=tmp_path)
     assert stopped.returncode == 143, describe(stopped)
