@@ -175,10 +175,10 @@ def main() -> None:
                              max_length=512, cache_dir=cache)
         data.setup("fit")
         loaders = {}
-        for grouped, packing in ((False, False), (True, False), (False, True)):
+        for name, grouped, packing in (("padded", False, False), ("grouped", True, False), ("packed", False, True)):
             data.group_by_length, data.packing = grouped, packing  # read by train_dataloader()
             iterator = iter(data.train_dataloader())
-            loaders["packed" if packing else grouped] = [next(iterator) for _ in range(args.steps + 3)]
+            loaders[name] = [next(iterator) for _ in range(args.steps + 3)]
         setup_s = time.perf_counter() - started
         num_examples = len(data.datasets["train"])
 
@@ -197,18 +197,18 @@ def main() -> None:
             return loss_sum / count
 
         pad_id = data.tokenizer.pad_token_id
-        reference_batches = [pad_to_multiple(b, 8, pad_id) for b in loaders[False]]
+        reference_batches = [pad_to_multiple(b, 8, pad_id) for b in loaders["padded"]]
         names = ["reference (full logits, pad x8)", "ours", "ours + group_by_length", "ours + packing"]
         results = measure_interleaved([(fresh_model()[0], reference_batches, reference_loss),
-                                       (fresh_model()[0], loaders[False], our_loss),
-                                       (fresh_model()[0], loaders[True], our_loss),
+                                       (fresh_model()[0], loaders["padded"], our_loss),
+                                       (fresh_model()[0], loaders["grouped"], our_loss),
                                        (fresh_model()[0], loaders["packed"], our_loss)])
         rows = list(zip(names, results))
         if args.hf_trainer:
             base, sid_token_ids = fresh_model("full")
             model = hf_lora(base, sid_token_ids) if args.finetune == "lora" else base
             rows.append(("HF Trainer (full logits, pad x8)", measure_hf_trainer(
-                model, data.tokenizer, unpadded_examples(loaders[False]), args.batch_size, 3, args.steps)))
+                model, data.tokenizer, unpadded_examples(loaders["padded"]), args.batch_size, 3, args.steps)))
     lengths = data.datasets["train"].lengths
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads")

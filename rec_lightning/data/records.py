@@ -282,25 +282,23 @@ def _parse_row(cells: list[str], position: dict[str, int], catalog: ItemCatalog,
     if not (len(titles) == len(item_ids) == len(sids)):
         raise _RowError("history_item_title/history_item_id/history_item_sid", f"history lists differ in length: {len(titles)} titles, "
                         f"{len(item_ids)} ids, {len(sids)} SIDs (they must describe the same items)")
-    for history_id, history_sid in zip(item_ids, sids):
-        _check_item_sid(history_id, history_sid, catalog, "history_item_sid")
+    # a row keeps the catalog's own string objects wherever its strings equal them: references, not copies
+    # (~0.5 KB a row)
+    sids = [_check_item_sid(i, sid, catalog, "history_item_sid") for i, sid in zip(item_ids, sids)]
     raw_id = cell("item_id").strip()
     if not raw_id.isdigit():
         raise _RowError("item_id", f"expected a non-negative integer, got {raw_id!r}")
     item_id = int(raw_id)
-    item_sid = cell("item_sid").strip()
-    _check_item_sid(item_id, item_sid, catalog, "item_sid")
-    # equal strings become the catalog's own objects: a row then holds references, not copies (~0.5 KB a row)
-    shared = [_shared_strings(catalog, i, t, s) for i, t, s in zip(item_ids, titles, sids)]
-    item_title, item_sid = _shared_strings(catalog, item_id, cell("item_title"), item_sid)
-    return SequenceRecord(split, row, user_id, tuple(item_ids), tuple(t for t, _ in shared), tuple(s for _, s in shared),
-                          item_id, item_title, item_sid)
+    item_sid = _check_item_sid(item_id, cell("item_sid").strip(), catalog, "item_sid")
+    return SequenceRecord(split, row, user_id, tuple(item_ids),
+                          tuple(_catalog_title(catalog, i, title) for i, title in zip(item_ids, titles)),
+                          tuple(sids), item_id, _catalog_title(catalog, item_id, cell("item_title")), item_sid)
 
 
-def _shared_strings(catalog: ItemCatalog, item_id: int, title: str, sid: str) -> tuple[str, str]:
-    """``(title, sid)``, each replaced by the catalog's equal string for ``item_id`` where they are equal."""
-    item = catalog.item(item_id)
-    return (item.title if title == item.title else title), (item.sid if sid == item.sid else sid)
+def _catalog_title(catalog: ItemCatalog, item_id: int, title: str) -> str:
+    """The catalog's own string for ``item_id``'s title if ``title`` equals it, else ``title``."""
+    expected = catalog.title_of(item_id)
+    return expected if title == expected else title
 
 
 # The plain lists that writers of these files produce, e.g. "[3, 17]" and "['Glue', \"Tom's Tape\"]": these
@@ -335,20 +333,22 @@ def _parse_list(text: str, column: str, kind: type, what: str) -> list:
     return value
 
 
-def _check_item_sid(item_id: int, sid: str, catalog: ItemCatalog, column: str) -> None:
-    if item_id in catalog and sid == catalog.sid_of(item_id):
-        return  # the index's own SID: well-formed (the catalog checked it), nothing below can fail
+def _check_item_sid(item_id: int, sid: str, catalog: ItemCatalog, column: str) -> str:
+    """The catalog's own string of ``item_id``'s SID, if the row's ``sid`` equals it; else a :class:`_RowError`."""
+    if item_id in catalog:
+        expected = catalog.sid_of(item_id)
+        if sid == expected:
+            return expected  # the index's own SID: well-formed (the catalog checked it), nothing below can fail
     try:
         tokens = parse_sid(sid)
     except SIDFormatError as err:
         raise _RowError(column, str(err)) from None
     if item_id not in catalog:
         raise _RowError(column.replace("sid", "id"), f"item id {item_id} is not in the index ({catalog.source})")
-    expected = catalog.sid_of(item_id)
-    if sid != expected:
-        if not catalog.has_sid(sid):
-            levels = catalog.level_counts
-            extra = (f" it has {len(tokens)} levels; index SIDs have {'/'.join(map(str, levels))}"
-                     if len(tokens) not in levels else "")
-            raise _RowError(column, f"SID {sid!r} is not in the index;{extra} item {item_id}'s SID is {expected!r}")
-        raise _RowError(column, f"item {item_id} has SID {expected!r} in the index, but the row says {sid!r}")
+    expected = catalog.sid_of(item_id)  # not the row's SID (that case returned above)
+    if not catalog.has_sid(sid):
+        levels = catalog.level_counts
+        extra = (f" it has {len(tokens)} levels; index SIDs have {'/'.join(map(str, levels))}"
+                 if len(tokens) not in levels else "")
+        raise _RowError(column, f"SID {sid!r} is not in the index;{extra} item {item_id}'s SID is {expected!r}")
+    raise _RowError(column, f"item {item_id} has SID {expected!r} in the index, but the row says {sid!r}")

@@ -157,7 +157,7 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
     """
     from rec_lightning.sids.collisions import code_tokens, resolve_collisions, sid_statistics
 
-    out = check_arguments(output, method, data_dir, rewrite_data)
+    out = check_arguments(output, method, data_dir, rewrite_data, kmeans_change_tol)
     x = load_embeddings(embeddings)
     category = category or category_from_sidecar(embeddings)
     titles, source_files = read_source(data_dir, category, x.shape[0])
@@ -189,15 +189,19 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
     return report
 
 
-def check_arguments(output: str, method: str, data_dir: str | None, rewrite_data: bool) -> Path:
+def check_arguments(output: str, method: str, data_dir: str | None, rewrite_data: bool,
+                    kmeans_change_tol: float = 0.0) -> Path:
     """The output folder, after checking the arguments that do not need any file.
 
     Raises:
-        ConfigurationError: unknown method, a ``.json`` output, ``rewrite_data`` without ``data_dir``, or the
-            output is the source folder.
+        ConfigurationError: unknown method, a ``.json`` output, ``rewrite_data`` without ``data_dir``, the
+            output is the source folder, or ``kmeans_change_tol`` outside [0, 1).
     """
     if method not in METHODS:
         raise ConfigurationError(f"--method must be one of {METHODS}, got {method!r}")
+    if not 0.0 <= kmeans_change_tol < 1.0:
+        raise ConfigurationError(f"--kmeans_change_tol is a fraction of the items in [0, 1) (0: stop only when no "
+                                 f"code changes; e.g. 0.01), got {kmeans_change_tol}")
     out = Path(output)
     if out.suffix == ".json":
         raise ConfigurationError(f"--output is a folder (MiniOneRec layout: index/<Category>.index.json, info/...), "

@@ -241,6 +241,8 @@ def test_build_sids_bad_inputs_give_clear_errors(catalog_dir, tmp_path):
         build_sids(str(good), out)
     with pytest.raises(SystemExit, match="--rewrite_data needs --data_dir"):
         build_sids(str(good), out, category=CATEGORY, levels=2, codebook_size=4, rewrite_data=True, progress=False)
+    with pytest.raises(SystemExit, match=r"--kmeans_change_tol is a fraction of the items in \[0, 1\).*got -0.1"):
+        build_sids(str(good), out, category=CATEGORY, kmeans_change_tol=-0.1)
 
 
 @pytest.mark.skipif(not (REAL_DATA / "index").is_dir(), reason=f"real data not found at {REAL_DATA}")

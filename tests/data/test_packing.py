@@ -11,6 +11,7 @@ from rec_lightning.data.dataset import IGNORE_INDEX
 from rec_lightning.data.packing import PackingCollator, first_fit
 from rec_lightning.modules.lora import LoraOptions, apply_finetuning
 from rec_lightning.modules.sft import response_loss_sum
+from tests.modules.tiny_lm import tiny_config, tiny_options
 
 
 def test_first_fit_places_each_length_in_the_first_bin_with_room():
@@ -46,6 +47,8 @@ def test_packed_layout_by_hand():
     # chosen per batch: rows of 4 -> 3 x 4 = 12 positions, 5 -> 4+ | 3 2 = 10, ..., 9 -> one row of 9: the fewest
     assert PackingCollator(pad_token_id=0).layout([4, 3, 2]) == (9, [[0, 1, 2]])
     assert PackingCollator(pad_token_id=0, max_pack_length=6).layout([4, 3, 2]) == (5, [[0], [1, 2]])
+    with pytest.raises(ValueError, match="pack_length must be a positive number of tokens or None, got 0"):
+        PackingCollator(0, pack_length=0)
     with pytest.raises(ValueError, match="labelled items"):
         PackingCollator(0)([{"input_ids": [1], "index": 0, "target_item_id": 0}])
 
@@ -54,9 +57,8 @@ def _tiny_lora_model(vocab: int = 64, attn: str = "sdpa"):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         tie_word_embeddings=True, attn_implementation=attn)
+    fields = {k: v for k, v in tiny_config(tied=True).items() if k != "model_type"}
+    config = Qwen2Config(vocab_size=vocab, attn_implementation=attn, **fields)
     model = Qwen2ForCausalLM(config)
     return apply_finetuning(model, "lora", LoraOptions(r=4, dropout=0.0), sid_token_ids=list(range(50, 62)))
 
@@ -133,7 +135,6 @@ def _fit_three_steps(demo_dir, cache, packing: bool):
 
     from rec_lightning.data.datamodule import RecDataModule
     from rec_lightning.modules.sft import SFTModule
-    from tests.modules.tiny_lm import tiny_options
 
     datamodule = RecDataModule(data_dir=str(demo_dir), category="Demo_Shop", batch_size=8, max_length=256,
                                cache_dir=str(cache), packing=packing)
@@ -166,12 +167,14 @@ def test_a_packed_fit_trains_the_same_examples_to_the_same_weights(demo_dir, tmp
         torch.testing.assert_close(packed_state[name], value, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_packing_is_refused_for_rl_prompts(demo_dir, tmp_path):
+def test_packing_is_refused_for_rl_prompts_and_empty_rows(demo_dir, tmp_path):
     from rec_lightning.data.datamodule import RecDataModule
     from rec_lightning.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="packing needs train_format='sft'"):
         RecDataModule(data_dir=str(demo_dir), category="Demo_Shop", train_format="prompts", packing=True)
+    with pytest.raises(ConfigurationError, match="pack_length must be a positive number of tokens or null, got 0"):
+        RecDataModule(data_dir=str(demo_dir), category="Demo_Shop", packing=True, pack_length=0)
 
 
 def test_the_cli_trains_packed_batches(lora_run):
