@@ -23,7 +23,8 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
                levels: int = 3, codebook_size: int = 256, collision: Literal["reassign", "extra-level"] = "reassign",
                data_dir: str | None = None, category: str | None = None, rewrite_data: bool = False, seed: int = 0,
                kmeans_iters: int = 100, sinkhorn_epsilon: float = 0.05, rqvae: RQVAEOptions = RQVAEOptions(),
-               device: str = "cpu", progress: bool = True, kmeans_change_tol: float = 0.0) -> dict:
+               device: str = "cpu", progress: bool = True, kmeans_change_tol: float = 0.0,
+               kmeans_max_points_per_code: int = 256) -> dict:
     """Quantise item embeddings into SIDs, resolve collisions with a guarantee, and write the index.
 
     Args:
@@ -47,6 +48,9 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
         progress: show progress bars.
         kmeans_change_tol: k-means methods: a level stops once at most this fraction of items changed code in
             a Lloyd iteration (0: only when none changed, or after ``kmeans_iters``).
+        kmeans_max_points_per_code: k-means methods: above this many items per code (x ``codebook_size``: 65,536
+            items at K=256) each level's centroids are fitted on a seeded sample of that size, then every item
+            is assigned once (faiss' default rule); 0: fit on every item.
 
     Returns:
         The report written to ``sid_report.json``.
@@ -60,7 +64,8 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
     try:
         report = build.build_sids(embeddings, output, method, levels, codebook_size, collision, data_dir, category,
                                   rewrite_data, seed, kmeans_iters, sinkhorn_epsilon, rqvae, device, progress,
-                                  fit_rqvae=fit_rqvae, kmeans_change_tol=kmeans_change_tol)
+                                  fit_rqvae=fit_rqvae, kmeans_change_tol=kmeans_change_tol,
+                                  kmeans_max_points_per_code=kmeans_max_points_per_code)
     except (ConfigurationError, DataValidationError) as err:
         raise SystemExit(str(err)) from None
     print(build.format_report(report))

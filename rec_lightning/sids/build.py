@@ -97,7 +97,8 @@ def load_embeddings(path: str | Path) -> Tensor:
 
 def quantise(x: Tensor, method: str, levels: int, codebook_size: int, seed: int, kmeans_iters: int,
              sinkhorn_epsilon: float, rqvae: RQVAEOptions, progress: bool, device: str = "cpu",
-             fit_rqvae: Callable[..., Quantised] | None = None, kmeans_change_tol: float = 0.0) -> Quantised:
+             fit_rqvae: Callable[..., Quantised] | None = None, kmeans_change_tol: float = 0.0,
+             kmeans_max_points_per_code: int = 256) -> Quantised:
     """Run one quantiser on ``x [N, D]`` and return its codes and what collision repair needs (on CPU).
 
     ``rq-vae`` calls ``fit_rqvae(x, levels, codebook_size, seed, rqvae, progress)``
@@ -108,7 +109,7 @@ def quantise(x: Tensor, method: str, levels: int, codebook_size: int, seed: int,
     if method in ("rq-kmeans", "rq-kmeans-balanced"):
         fitted = fit_residual_kmeans(x.to(device), levels, codebook_size, seed, balanced=method == "rq-kmeans-balanced",
                                      max_iters=kmeans_iters, sinkhorn_epsilon=sinkhorn_epsilon,
-                                     change_tol=kmeans_change_tol)
+                                     change_tol=kmeans_change_tol, max_points_per_code=kmeans_max_points_per_code)
         error = float(((x - fitted.reconstruction.cpu()) ** 2).sum() / (x ** 2).sum())
         return Quantised(fitted.codes.cpu(), fitted.last_residual.cpu(), [c.cpu() for c in fitted.codebooks], error,
                          {"kmeans_iterations": list(fitted.num_iters)})
@@ -122,7 +123,7 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
                data_dir: str | None = None, category: str | None = None, rewrite_data: bool = False, seed: int = 0,
                kmeans_iters: int = 100, sinkhorn_epsilon: float = 0.05, rqvae: RQVAEOptions = RQVAEOptions(),
                device: str = "cpu", progress: bool = True, fit_rqvae: Callable[..., Quantised] | None = None,
-               kmeans_change_tol: float = 0.0) -> dict:
+               kmeans_change_tol: float = 0.0, kmeans_max_points_per_code: int = 256) -> dict:
     """Quantise item embeddings into SIDs, resolve collisions with a guarantee, and write the index.
 
     Args:
@@ -147,6 +148,9 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
         fit_rqvae: the ``rq-vae`` trainer, :func:`rec_lightning.modules.rqvae.fit_rqvae` (unused by k-means).
         kmeans_change_tol: k-means methods: a level stops once at most this fraction of items changed code in
             a Lloyd iteration (0: only when none changed, or after ``kmeans_iters``).
+        kmeans_max_points_per_code: k-means methods: with more than this many items per code (x ``codebook_size``)
+            a level's centroids are fitted on a seeded sample of that size, then every item is assigned once
+            (faiss' rule, 256); 0: fit on every item. Below the threshold (65,536 items at K=256) it changes nothing.
 
     Returns:
         The report written to ``sid_report.json`` (:func:`format_report` prints it).
@@ -157,7 +161,7 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
     """
     from rec_lightning.sids.collisions import code_tokens, resolve_collisions, sid_statistics
 
-    out = check_arguments(output, method, data_dir, rewrite_data, kmeans_change_tol)
+    out = check_arguments(output, method, data_dir, rewrite_data, kmeans_change_tol, kmeans_max_points_per_code)
     x = load_embeddings(embeddings)
     category = category or category_from_sidecar(embeddings)
     titles, source_files = read_source(data_dir, category, x.shape[0])
@@ -166,7 +170,7 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
              method, levels, codebook_size, seed)
     start = time.perf_counter()
     q = quantise(x, method, levels, codebook_size, seed, kmeans_iters, sinkhorn_epsilon, rqvae, progress, device,
-                 fit_rqvae, kmeans_change_tol)
+                 fit_rqvae, kmeans_change_tol, kmeans_max_points_per_code)
     quantise_seconds = time.perf_counter() - start
     resolution = resolve_collisions(collision, q.codes, q.last_residual, q.codebooks[-1])
     base = [tuple(r) for r in q.codes.tolist()]
@@ -180,6 +184,8 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
               **sid_statistics(base, resolution.codes, codebook_size)}
     if "kmeans_iterations" in q.extra:
         report["kmeans_iterations"] = q.extra["kmeans_iterations"]  # Lloyd iterations per level
+        sample = kmeans_max_points_per_code * codebook_size
+        report["kmeans_fit_items"] = sample if kmeans_max_points_per_code and x.shape[0] > sample else int(x.shape[0])
     if method == "rq-vae":
         report["rqvae"] = {**asdict(rqvae), "final_metrics": q.extra["rqvae_final_metrics"]}
     write_outputs(out, category, index, titles, source_files, report, q)
@@ -190,18 +196,21 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
 
 
 def check_arguments(output: str, method: str, data_dir: str | None, rewrite_data: bool,
-                    kmeans_change_tol: float = 0.0) -> Path:
+                    kmeans_change_tol: float = 0.0, kmeans_max_points_per_code: int = 0) -> Path:
     """The output folder, after checking the arguments that do not need any file.
 
     Raises:
         ConfigurationError: unknown method, a ``.json`` output, ``rewrite_data`` without ``data_dir``, the
-            output is the source folder, or ``kmeans_change_tol`` outside [0, 1).
+            output is the source folder, ``kmeans_change_tol`` outside [0, 1) or ``kmeans_max_points_per_code`` < 0.
     """
     if method not in METHODS:
         raise ConfigurationError(f"--method must be one of {METHODS}, got {method!r}")
     if not 0.0 <= kmeans_change_tol < 1.0:
         raise ConfigurationError(f"--kmeans_change_tol is a fraction of the items in [0, 1) (0: stop only when no "
                                  f"code changes; e.g. 0.01), got {kmeans_change_tol}")
+    if kmeans_max_points_per_code < 0:
+        raise ConfigurationError(f"--kmeans_max_points_per_code is >= 0 (0: fit the centroids on every item; default "
+                                 f"256 per code, as faiss), got {kmeans_max_points_per_code}")
     out = Path(output)
     if out.suffix == ".json":
         raise ConfigurationError(f"--output is a folder (MiniOneRec layout: index/<Category>.index.json, info/...), "

@@ -8,7 +8,10 @@
   log-domain :func:`sinkhorn_log_plan` is its reference and fallback), rounded to a hard assignment by
   capacity-respecting proposal rounds (provably complete).
 - :func:`fit_residual_kmeans`: one codebook per level on the residuals left by the previous levels
-  (shared codebooks, not a per-parent tree), as MiniOneRec's RQ-KMeans scripts do.
+  (shared codebooks, not a per-parent tree), as MiniOneRec's RQ-KMeans scripts do. Above
+  ``max_points_per_code x K`` items a level's centroids are fitted on a seeded sample of that many
+  residuals, then every item is assigned once (as faiss' k-means trains on at most 256 points per
+  centroid): time O(sample x K x iterations + N x K), not O(N x K x iterations).
 - :class:`ResidualVectorQuantizer`: the trainable layer of an RQ-VAE (k-means initialised codebooks,
   commitment loss, straight-through estimator), used by :mod:`rec_lightning.modules.rqvae`.
 """
@@ -259,6 +262,7 @@ class KMeansResult:
     centroids: torch.Tensor
     codes: torch.Tensor
     num_iters: int
+    log_v: torch.Tensor | None = None  # balanced: the last Sinkhorn's log column scaling (a warm start)
 
 
 def kmeans(x: torch.Tensor, k: int, max_iters: int = 100, seed: int = 0, balanced: bool = False,
@@ -300,7 +304,7 @@ def kmeans(x: torch.Tensor, k: int, max_iters: int = 100, seed: int = 0, balance
         centroids = _cluster_means(x, codes, k, centroids)
         if num_changed <= change_tol * n:
             break
-    return KMeansResult(centroids, codes, iteration)
+    return KMeansResult(centroids, codes, iteration, log_v)
 
 
 def _reseed_empty(codes: torch.Tensor, dist: torch.Tensor, k: int) -> torch.Tensor:
@@ -344,28 +348,66 @@ class ResidualCodes:
 
 def fit_residual_kmeans(x: torch.Tensor, num_levels: int = 3, codebook_size: int = 256, seed: int = 0,
                         balanced: bool = False, max_iters: int = 100, sinkhorn_epsilon: float = 0.05,
-                        sinkhorn_iters: int = 50, change_tol: float = 0.0) -> ResidualCodes:
+                        sinkhorn_iters: int = 50, change_tol: float = 0.0, max_points_per_code: int = 0) -> ResidualCodes:
     """Residual k-means: level ``l`` clusters ``r_l`` (``r_0 = x``), then ``r_{l+1} = r_l - C_l[code_l]``.
 
     Level ``l`` uses seed ``seed + l``. With ``balanced`` each level's clusters hold ``floor(N/K)`` or
     ``ceil(N/K)`` items; the returned codes are those balanced assignments (not a later argmin).
     ``change_tol``: see :func:`kmeans`.
+
+    ``max_points_per_code`` (0: off): with more than ``m = max_points_per_code * codebook_size`` items, each
+    level's Lloyd iterations run on ``m`` residuals drawn without replacement (seed ``seed + l``); then every
+    item is assigned once to those centroids (balanced: one Sinkhorn over all N, warm-started from the
+    sample's, so the capacities hold for all N), and each centroid becomes the mean of its assigned items
+    (which can only lower the squared error of that assignment). Below ``m`` items nothing changes.
     """
+    if max_points_per_code < 0:
+        raise ValueError(f"max_points_per_code must be >= 0 (0: fit on every item), got {max_points_per_code}")
     x = x.float()
     residual = x.clone()
+    n = x.shape[0]
+    sample_size = max_points_per_code * codebook_size
     codes, codebooks, num_iters = [], [], []
     for level in range(num_levels):
-        result = kmeans(residual, codebook_size, max_iters, seed + level, balanced, sinkhorn_epsilon, sinkhorn_iters,
-                        change_tol)
-        log.debug("level %d: %d Lloyd iterations", level, result.num_iters)
-        codes.append(result.codes)
-        codebooks.append(result.centroids)
-        num_iters.append(result.num_iters)
+        if max_points_per_code and n > sample_size:
+            generator = torch.Generator().manual_seed(seed + level)
+            sample = torch.randperm(n, generator=generator)[:sample_size].sort().values.to(x.device)
+            fitted = kmeans(residual[sample], codebook_size, max_iters, seed + level, balanced, sinkhorn_epsilon,
+                            sinkhorn_iters, change_tol)
+            level_codes = assign_to_centroids(residual, fitted.centroids, balanced, sinkhorn_epsilon, sinkhorn_iters,
+                                              fitted.log_v)
+            centroids = _cluster_means(residual, level_codes, codebook_size, fitted.centroids)
+        else:
+            fitted = kmeans(residual, codebook_size, max_iters, seed + level, balanced, sinkhorn_epsilon,
+                            sinkhorn_iters, change_tol)
+            level_codes, centroids = fitted.codes, fitted.centroids
+        log.debug("level %d: %d Lloyd iterations", level, fitted.num_iters)
+        codes.append(level_codes)
+        codebooks.append(centroids)
+        num_iters.append(fitted.num_iters)
         if level < num_levels - 1:
-            residual = residual - result.centroids[result.codes]
+            residual = residual - centroids[level_codes]
     last_residual = residual
     reconstruction = x - (residual - codebooks[-1][codes[-1]])
     return ResidualCodes(torch.stack(codes, dim=1), codebooks, last_residual, reconstruction, tuple(num_iters))
+
+
+def assign_to_centroids(x: torch.Tensor, centroids: torch.Tensor, balanced: bool = False,
+                        sinkhorn_epsilon: float = 0.05, sinkhorn_iters: int = 50,
+                        init_log_v: torch.Tensor | None = None) -> torch.Tensor:
+    """Codes ``[N]`` of ``x [N, D]`` for fixed ``centroids [K, D]``: nearest (an empty cluster takes the farthest
+    point, as in :func:`kmeans`) or, with ``balanced``, :func:`balanced_assign` to ``floor/ceil(N/K)`` each.
+
+    Memory: a few ``[N, K]`` float32 matrices (the distances and, balanced, the transport kernel and plan).
+    """
+    k = centroids.shape[0]
+    dist = squared_distances(x, centroids)  # [N, K]
+    if x.shape[0] <= k:
+        return dist.argmin(1)
+    if balanced:
+        return _balanced_assign(dist, balanced_capacities(x.shape[0], k, x.device), sinkhorn_epsilon, sinkhorn_iters,
+                                init_log_v)[0]
+    return _reseed_empty(dist.argmin(1), dist, k)
 
 
 class ResidualVectorQuantizer(nn.Module):

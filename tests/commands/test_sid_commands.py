@@ -174,6 +174,7 @@ def test_build_sids_writes_a_collision_free_minionerec_folder(catalog_dir, tmp_p
     if method == "rq-kmeans-balanced":  # 40 items in 4 first-level codes: exactly 10 each
         assert saved["items_per_first_level_code"] == [10, 10, 10, 10]
     assert len(saved["kmeans_iterations"]) == 2 and 1 <= min(saved["kmeans_iterations"]) <= 100
+    assert saved["kmeans_fit_items"] == NUM_ITEMS  # 40 items < 256 per code x 4 codes: fitted on every item
 
 
 def test_rewritten_csvs_change_only_the_sid_columns(catalog_dir, tmp_path):
@@ -243,6 +244,8 @@ def test_build_sids_bad_inputs_give_clear_errors(catalog_dir, tmp_path):
         build_sids(str(good), out, category=CATEGORY, levels=2, codebook_size=4, rewrite_data=True, progress=False)
     with pytest.raises(SystemExit, match=r"--kmeans_change_tol is a fraction of the items in \[0, 1\).*got -0.1"):
         build_sids(str(good), out, category=CATEGORY, kmeans_change_tol=-0.1)
+    with pytest.raises(SystemExit, match=r"--kmeans_max_points_per_code is >= 0 \(0: fit the centroids on every item.*got -5"):
+        build_sids(str(good), out, category=CATEGORY, kmeans_max_points_per_code=-5)
 
 
 @pytest.mark.skipif(not (REAL_DATA / "index").is_dir(), reason=f"real data not found at {REAL_DATA}")
