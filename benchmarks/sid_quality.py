@@ -77,8 +77,8 @@ bootstrap 95% interval of mean(set) - mean(shipped) over the validation rows (pa
 user and target item, never by SID string), after averaging each row's value over the seeds both sets have.
 Mean +/- s.e. is over seeds (s.e. = sample s.d. / sqrt(seeds)). Construction time is the quantisation time
 reported by `build-sids` (the embedding time, shared by every method, is not included). Used codes and entropy
-(bits) per level are of the written SIDs; collisions are the share of items whose SID another item shares,
-before and after collision handling.
+(bits) per level are of the written SIDs; collisions = (items - distinct SIDs) / items, the share of items that
+would need a new SID, before and after collision handling (the shipped SIDs keep theirs).
 """
 
 
