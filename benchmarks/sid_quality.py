@@ -222,7 +222,8 @@ def sid_summary(name: str, s: Settings) -> dict | None:
     elif name == SHIPPED or Path(name).is_dir():
         if not (folder / "index" / f"{s.category}.index.json").is_file():
             return None
-        sys.path.insert(0, str(REPO / "benchmarks"))
+        if str(REPO / "benchmarks") not in sys.path:
+            sys.path.insert(0, str(REPO / "benchmarks"))
         from sid_construction import shipped_codes  # the same statistics as benchmarks/sid_construction.py
 
         from rec_lightning.sids.collisions import sid_statistics
