@@ -44,3 +44,30 @@ def test_sft_profile_smoke_mode_prints_every_op_group_and_the_trace(tmp_path):
     left_over = next(line for line in out.splitlines() if line.startswith("autograd other"))
     assert float(left_over.split()[-2].rstrip("%")) < 15.0, out
     assert trace.stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_sid_quality_smoke_mode_builds_fits_evaluates_tabulates_and_resumes(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, str(ROOT / "benchmarks/sid_quality.py"), "--smoke", "--work_dir", str(tmp_path / "work"),
+               "--sids", "shipped", "rq-kmeans-balanced", "--seeds", "0", "1", "--bootstrap_samples", "500"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "-m rec_lightning build-sids --embeddings" in out and "--method rq-kmeans-balanced" in out
+    assert out.count("-m rec_lightning fit --config") == 4 and out.count("-m rec_lightning evaluate") == 4
+    assert "--split valid --num_beams 20" in out and "--seed_everything 1 --model.init_args.backbone.init_seed 1" in out
+    results = (tmp_path / "work" / "sid_quality_results.md").read_text()
+    lines = results.splitlines()
+    balanced = next(line for line in lines if line.startswith("| rq-kmeans-balanced | ") and " | 0.00% | " in line)
+    assert "| 0,1 | " in balanced and "(seeds 0,1) |" in balanced, balanced  # an interval vs shipped per metric
+    assert "| 0,1 | " in next(line for line in lines if line.startswith("| shipped | - | "))
+    assert len([line for line in lines if line.split(" | ")[1:2] in (["0"], ["1"])]) == 4, results  # the run rows
+
+    # resumable: a finished run is skipped; a run whose evaluation went missing is only evaluated
+    (tmp_path / "work" / "runs" / "shipped" / "seed1" / "eval" / "metrics.json").unlink()
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.stdout.count("done before") == 3 and "(built before)" in again.stdout
+    assert "[shipped seed 1] evaluate (the fit finished before)" in again.stdout
+    assert "rec_lightning fit " not in again.stdout and "rec_lightning build-sids" not in again.stdout
