@@ -24,7 +24,8 @@ Deviations from MiniOneRec (rq/rqkmeans_plus.py), on purpose:
   step 0 and every ``eval_every_n_epochs`` epochs (and after the last); the returned model is the state
   with the lowest one, so its error is never above the warm start's.
 - Small MLPs by default (one hidden layer of 512, against MiniOneRec's 2560 -> 2048 -> ... -> 64 -> 2560):
-  the MLPs only learn a correction around the identity, and this trains on a CPU in minutes.
+  the MLPs only learn a correction around the identity, and this trains on a CPU in minutes (3.7k items x 384:
+  about 0.6 s per epoch of batch 1024 on one busy CPU thread, so the default 200 epochs take about 2 minutes).
 - No learning-rate warm-up (MiniOneRec: 50 epochs): the zero-initialised last layers already make the
   first steps small.
 """
