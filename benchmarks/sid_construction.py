@@ -3,7 +3,7 @@
     python benchmarks/sid_construction.py [--data_dir ../shared/data/Amazon] [--threads 1]
 
 Embeds the 3,686 items with MiniLM (cached under outputs/sid_bench/), builds SIDs with rq-kmeans,
-rq-kmeans-balanced and rq-vae (3 x 256, reassign), writes each into outputs/sid_bench/<method>/ with
+rq-kmeans-balanced, rq-vae and rq-kmeans-plus (3 x 256, reassign), writes each into outputs/sid_bench/<method>/ with
 re-keyed CSVs, and prints one markdown table with the shipped index's statistics beside them.
 Beyond collisions and codebook usage it reports two semantic checks: the mean cosine similarity
 (MiniLM vectors) of items sharing a first-level code, and how often the next item of a train row
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("rq-kmeans", "rq-kmeans-balanced", "rq-vae")
+METHODS = ("rq-kmeans", "rq-kmeans-balanced", "rq-vae", "rq-kmeans-plus")
 
 
 def shipped_codes(data_dir: Path, category: str) -> list[tuple[int, ...]]:
@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--work_dir", default=str(REPO / "outputs" / "sid_bench"))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--rqvae_epochs", type=int, default=300)
+    parser.add_argument("--rqkmeans_plus_epochs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy 2-core box)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -87,8 +88,9 @@ def main() -> None:
 
     from rec_lightning.data.item_embeddings import embed_items, format_summary as embedding_summary
     from rec_lightning.files.layout import find_split_csv
+    from rec_lightning.modules.rqkmeans_plus import fit_rqkmeans_plus
     from rec_lightning.modules.rqvae import fit_rqvae
-    from rec_lightning.sids.build import RQVAEOptions, build_sids, format_report
+    from rec_lightning.sids.build import RQKMeansPlusOptions, RQVAEOptions, build_sids, format_report
     from rec_lightning.sids.collisions import sid_statistics
 
     data_dir, work = Path(args.data_dir), Path(args.work_dir)
@@ -106,10 +108,12 @@ def main() -> None:
     stats = sid_statistics(shipped, shipped, 256)
     rows.append(row_of("shipped (RQ-VAE, Qwen emb.)", stats, semantic_checks(np.array([c[0] for c in shipped]), x, train_csv), None, None))
     rqvae = RQVAEOptions(epochs=args.rqvae_epochs, accelerator="cpu")
+    rqkmeans_plus = RQKMeansPlusOptions(epochs=args.rqkmeans_plus_epochs, accelerator="cpu")
     for method in args.methods:
         report = build_sids(str(embeddings), str(work / method), method=method, levels=3, codebook_size=256,
                             collision="reassign", data_dir=str(data_dir), category=args.category, rewrite_data=True,
-                            seed=args.seed, rqvae=rqvae, progress=False, fit_rqvae=fit_rqvae)
+                            seed=args.seed, rqvae=rqvae, progress=False, fit_rqvae=fit_rqvae,
+                            rqkmeans_plus=rqkmeans_plus, fit_rqkmeans_plus=fit_rqkmeans_plus)
         print(format_report(report))
         reports[method] = report
         first = np.array([c[0] for c in shipped_codes(work / method, args.category)])  # the index just written
@@ -121,7 +125,9 @@ def main() -> None:
           f"{embed_meta['num_truncated_texts']} texts truncated, embedded in {embed_meta['seconds']:.0f} s)")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}; 3 levels x 256 codes, seed {args.seed}; "
-          f"rq-vae: {args.rqvae_epochs} epochs full batch, MLP {list(rqvae.hidden_dims)} -> {rqvae.latent_dim}, AdamW lr {rqvae.lr}\n")
+          f"rq-vae: {args.rqvae_epochs} epochs full batch, MLP {list(rqvae.hidden_dims)} -> {rqvae.latent_dim}, AdamW lr {rqvae.lr}; "
+          f"rq-kmeans-plus: {rqkmeans_plus.epochs} epochs, batch {rqkmeans_plus.batch_size}, residual MLPs "
+          f"{list(rqkmeans_plus.hidden_dims)}, AdamW lr {rqkmeans_plus.lr}\n")
     print("| SIDs | collisions before | after | used codes a / b / c | entropy bits a / b / c | items per a-code min/mean/max "
           "| rel. quant. error | same-a cosine | next item same a (lift) | seconds |")
     print("|---|---|---|---|---|---|---|---|---|---|")

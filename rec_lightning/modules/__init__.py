@@ -4,6 +4,6 @@
 peft import), ``optim`` (AdamW + schedule), ``sft`` (``SFTModule``), ``export`` (final checkpoints:
 write, load, merge; the item catalog they carry), ``inference`` (``load_checkpoint``: the one loader of a final
 checkpoint for evaluate, recommend and GRPO), ``grpo`` and ``reference`` (GRPO), ``rqvae`` (SID construction: the RQ-VAE and
-``fit_rqvae``, its Trainer). Import from the submodules; this package imports nothing, so importing one
+``fit_rqvae``, its Trainer), ``rqkmeans_plus`` (RQ-KMeans+, ``fit_rqkmeans_plus``). Import from the submodules; this package imports nothing, so importing one
 stays cheap.
 """

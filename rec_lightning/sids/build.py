@@ -9,7 +9,9 @@ by item id), ``sid_report.json``, ``sid_first_level_histogram.png`` and the code
 written atomically (:mod:`rec_lightning.files.atomic`).
 
 Core layer: no Lightning. The ``rq-vae`` method trains a LightningModule, so :func:`build_sids` takes it as
-``fit_rqvae`` (:func:`rec_lightning.modules.rqvae.fit_rqvae`); the k-means methods need nothing more.
+``fit_rqvae`` (:func:`rec_lightning.modules.rqvae.fit_rqvae`); ``rq-kmeans-plus`` likewise takes
+``fit_rqkmeans_plus`` (:func:`rec_lightning.modules.rqkmeans_plus.fit_rqkmeans_plus`); the k-means methods need
+nothing more.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from rec_lightning.files.atomic import write_bytes_atomic, write_text_atomic
 Tensor = Any
 
 log = logging.getLogger(__name__)
-METHODS = ("rq-kmeans", "rq-kmeans-balanced", "rq-vae")
+METHODS = ("rq-kmeans", "rq-kmeans-balanced", "rq-vae", "rq-kmeans-plus")
 
 
 @dataclass
@@ -59,13 +61,46 @@ class RQVAEOptions:
 
 
 @dataclass
+class RQKMeansPlusOptions:
+    """Settings of the ``rq-kmeans-plus`` method (MiniOneRec's RQ-KMeans+; ignored by the other methods)."""
+
+    epochs: int = 200
+    """Training epochs (0: the balanced RQ-KMeans warm start, codes by argmin). MiniOneRec: 10000 on a GPU."""
+    batch_size: int = 1024
+    """Items per step; >= the item count means full batch. MiniOneRec: 2048."""
+    lr: float = 1e-4
+    """AdamW learning rate (MiniOneRec's 1e-4: the warm start is already a good solution)."""
+    hidden_dims: tuple[int, ...] = (512,)
+    """Hidden sizes of the residual encoder's and decoder's MLPs (latent dim = embedding dim)."""
+    commitment_coef: float = 0.25
+    """Weight of the commitment loss."""
+    eval_every_n_epochs: int = 1
+    """Full-data reconstruction error every this many epochs; the best state (step 0 included) is kept."""
+    accelerator: str = "auto"
+    """Lightning accelerator: auto, cpu, gpu."""
+
+    def check(self) -> None:
+        """Raises ConfigurationError for an option out of range (the message names the command-line option)."""
+        problems = [f"--rqkmeans_plus.{name} must be {rule}, got {value!r}" for name, value, ok, rule in (
+            ("epochs", self.epochs, self.epochs >= 0, ">= 0"),
+            ("batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
+            ("lr", self.lr, self.lr > 0, "> 0"),
+            ("hidden_dims", self.hidden_dims, all(d >= 1 for d in self.hidden_dims), "positive sizes, e.g. [512]"),
+            ("commitment_coef", self.commitment_coef, self.commitment_coef >= 0, ">= 0"),
+            ("eval_every_n_epochs", self.eval_every_n_epochs, self.eval_every_n_epochs >= 1, ">= 1"),
+        ) if not ok]
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+
+
+@dataclass
 class Quantised:
     """A quantiser's result: the codes and what collision repair needs (on CPU)."""
 
     codes: Tensor  # [N, L]
     last_residual: Tensor  # [N, D]
     codebooks: list[Tensor]  # L x [K, D]
-    relative_error: float  # ||x - x_hat||^2 / ||x||^2 (k-means: embedding space; rq-vae: decoder output)
+    relative_error: float  # ||x - x_hat||^2 / ||x||^2 (k-means: embedding space; rq-vae, rq-kmeans-plus: decoder output)
     extra: dict
 
 
@@ -98,14 +133,30 @@ def load_embeddings(path: str | Path) -> Tensor:
 def quantise(x: Tensor, method: str, levels: int, codebook_size: int, seed: int, kmeans_iters: int,
              sinkhorn_epsilon: float, rqvae: RQVAEOptions, progress: bool, device: str = "cpu",
              fit_rqvae: Callable[..., Quantised] | None = None, kmeans_change_tol: float = 0.0,
-             kmeans_max_points_per_code: int = 256) -> Quantised:
+             kmeans_max_points_per_code: int = 256,
+             rqkmeans_plus: RQKMeansPlusOptions | None = None,
+             fit_rqkmeans_plus: Callable[..., Quantised] | None = None) -> Quantised:
     """Run one quantiser on ``x [N, D]`` and return its codes and what collision repair needs (on CPU).
 
     ``rq-vae`` calls ``fit_rqvae(x, levels, codebook_size, seed, rqvae, progress)``
-    (:func:`rec_lightning.modules.rqvae.fit_rqvae`).
+    (:func:`rec_lightning.modules.rqvae.fit_rqvae`). ``rq-kmeans-plus`` runs ``rq-kmeans-balanced`` then
+    ``fit_rqkmeans_plus(x, levels, codebook_size, seed, rqkmeans_plus, progress, codebooks)``
+    (:func:`rec_lightning.modules.rqkmeans_plus.fit_rqkmeans_plus`) from its codebooks.
     """
     from rec_lightning.sids.quantize import fit_residual_kmeans
 
+    if method == "rq-kmeans-plus":
+        rqkmeans_plus = rqkmeans_plus or RQKMeansPlusOptions()
+        rqkmeans_plus.check()
+        if fit_rqkmeans_plus is None:
+            raise ConfigurationError("method rq-kmeans-plus needs fit_rqkmeans_plus "
+                                     "(rec_lightning.modules.rqkmeans_plus.fit_rqkmeans_plus)")
+        warm = quantise(x, "rq-kmeans-balanced", levels, codebook_size, seed, kmeans_iters, sinkhorn_epsilon, rqvae,
+                        progress, device, kmeans_change_tol=kmeans_change_tol,
+                        kmeans_max_points_per_code=kmeans_max_points_per_code)
+        q = fit_rqkmeans_plus(x, levels, codebook_size, seed, rqkmeans_plus, progress, warm.codebooks)
+        q.extra.update(kmeans_iterations=warm.extra["kmeans_iterations"], balanced_kmeans_error=warm.relative_error)
+        return q
     if method in ("rq-kmeans", "rq-kmeans-balanced"):
         fitted = fit_residual_kmeans(x.to(device), levels, codebook_size, seed, balanced=method == "rq-kmeans-balanced",
                                      max_iters=kmeans_iters, sinkhorn_epsilon=sinkhorn_epsilon,
@@ -118,19 +169,24 @@ def quantise(x: Tensor, method: str, levels: int, codebook_size: int, seed: int,
     return fit_rqvae(x, levels, codebook_size, seed, rqvae, progress)
 
 
-def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-kmeans-balanced", "rq-vae"] = "rq-kmeans-balanced",
+def build_sids(embeddings: str, output: str,
+               method: Literal["rq-kmeans", "rq-kmeans-balanced", "rq-vae", "rq-kmeans-plus"] = "rq-kmeans-balanced",
                levels: int = 3, codebook_size: int = 256, collision: Literal["reassign", "extra-level"] = "reassign",
                data_dir: str | None = None, category: str | None = None, rewrite_data: bool = False, seed: int = 0,
                kmeans_iters: int = 100, sinkhorn_epsilon: float = 0.05, rqvae: RQVAEOptions = RQVAEOptions(),
                device: str = "cpu", progress: bool = True, fit_rqvae: Callable[..., Quantised] | None = None,
-               kmeans_change_tol: float = 0.0, kmeans_max_points_per_code: int = 256) -> dict:
+               kmeans_change_tol: float = 0.0, kmeans_max_points_per_code: int = 256,
+               rqkmeans_plus: RQKMeansPlusOptions = RQKMeansPlusOptions(),
+               fit_rqkmeans_plus: Callable[..., Quantised] | None = None) -> dict:
     """Quantise item embeddings into SIDs, resolve collisions with a guarantee, and write the index.
 
     Args:
         embeddings: ``.npy`` ``[num_items, dim]``, row = item id (from ``embed-items``).
         output: output folder (MiniOneRec layout); created if needed, must not be ``data_dir``.
         method: ``rq-kmeans`` (residual k-means), ``rq-kmeans-balanced`` (each level's clusters hold
-            floor(N/K) or ceil(N/K) items) or ``rq-vae`` (residual-quantised autoencoder).
+            floor(N/K) or ceil(N/K) items), ``rq-vae`` (residual-quantised autoencoder) or ``rq-kmeans-plus``
+            (MiniOneRec's RQ-KMeans+: an RQ-VAE with residual encoder and decoder, warm-started from the
+            ``rq-kmeans-balanced`` codebooks).
         levels: residual levels.
         codebook_size: codes per level K.
         collision: ``reassign`` (move colliders to the nearest unused last-level code of their parent;
@@ -151,6 +207,9 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
         kmeans_max_points_per_code: k-means methods: with more than this many items per code (x ``codebook_size``)
             a level's centroids are fitted on a seeded sample of that size, then every item is assigned once
             (faiss' rule, 256); 0: fit on every item. Below the threshold (65,536 items at K=256) it changes nothing.
+        rqkmeans_plus: RQ-KMeans+ settings.
+        fit_rqkmeans_plus: the ``rq-kmeans-plus`` trainer,
+            :func:`rec_lightning.modules.rqkmeans_plus.fit_rqkmeans_plus` (unused by the other methods).
 
     Returns:
         The report written to ``sid_report.json`` (:func:`format_report` prints it).
@@ -170,7 +229,7 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
              method, levels, codebook_size, seed)
     start = time.perf_counter()
     q = quantise(x, method, levels, codebook_size, seed, kmeans_iters, sinkhorn_epsilon, rqvae, progress, device,
-                 fit_rqvae, kmeans_change_tol, kmeans_max_points_per_code)
+                 fit_rqvae, kmeans_change_tol, kmeans_max_points_per_code, rqkmeans_plus, fit_rqkmeans_plus)
     quantise_seconds = time.perf_counter() - start
     resolution = resolve_collisions(collision, q.codes, q.last_residual, q.codebooks[-1])
     base = [tuple(r) for r in q.codes.tolist()]
@@ -188,6 +247,9 @@ def build_sids(embeddings: str, output: str, method: Literal["rq-kmeans", "rq-km
         report["kmeans_fit_items"] = sample if kmeans_max_points_per_code and x.shape[0] > sample else int(x.shape[0])
     if method == "rq-vae":
         report["rqvae"] = {**asdict(rqvae), "final_metrics": q.extra["rqvae_final_metrics"]}
+    if method == "rq-kmeans-plus":
+        report["rqkmeans_plus"] = {**asdict(rqkmeans_plus), **{k: q.extra[k] for k in (
+            "balanced_kmeans_error", "warm_start_error", "final_error", "last_epoch_error", "epochs_run", "best_epoch")}}
     write_outputs(out, category, index, titles, source_files, report, q)
     if rewrite_data:
         report["rewritten"] = rewrite_splits(data_dir, category, out, index, source_files)
@@ -285,7 +347,8 @@ def write_outputs(out: Path, category: str, index: dict, titles: dict, files: di
         from safetensors.torch import save
 
         state = {k: v.detach().cpu().contiguous() for k, v in q.extra.pop("module").state_dict().items()}
-        write_bytes_atomic(out / "rqvae.safetensors", save(state))
+        name = "rqkmeans_plus" if report["method"] == "rq-kmeans-plus" else "rqvae"
+        write_bytes_atomic(out / f"{name}.safetensors", save(state))
     write_bytes_atomic(out / "sid_first_level_histogram.png", histogram_png(report))
 
 
