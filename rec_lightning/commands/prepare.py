@@ -19,7 +19,7 @@ def prepare(reviews: str, meta: str, format: Literal["amazon2014", "amazon2018",
             min_rating: float | None = None, max_history: int = 10,
             split: Literal["chronological", "leave-last-out"] = "chronological",
             split_ratio: tuple[int, int, int] = (8, 1, 1), max_title_words: int | None = 20,
-            build_sids: Literal["rq-kmeans", "rq-kmeans-balanced", "rq-vae"] | None = None, encoder: str = "minilm",
+            build_sids: Literal["rq-kmeans", "rq-kmeans-balanced", "rq-vae", "rq-kmeans-plus"] | None = None, encoder: str = "minilm",
             levels: int = 3, codebook_size: int = 256, seed: int = 0, progress: bool = True) -> dict:
     """Filter, sequence and split raw interactions into ``output`` (MiniOneRec's procedure by default).
 
@@ -59,11 +59,13 @@ def prepare(reviews: str, meta: str, format: Literal["amazon2014", "amazon2018",
         if build_sids is not None:
             from rec_lightning.data.raw.semantic_ids import semantic_id_builder
 
-            fit_rqvae = None
+            fit_rqvae = fit_rqkmeans_plus = None
             if build_sids == "rq-vae":
                 from rec_lightning.modules.rqvae import fit_rqvae
+            if build_sids == "rq-kmeans-plus":
+                from rec_lightning.modules.rqkmeans_plus import fit_rqkmeans_plus
             hook = semantic_id_builder(category, build_sids, encoder, levels, codebook_size, seed, progress,
-                                       fit_rqvae=fit_rqvae, echo=print)
+                                       fit_rqvae=fit_rqvae, echo=print, fit_rqkmeans_plus=fit_rqkmeans_plus)
         report, seconds = prepare_dataset(reviews, meta, format, category, output, options, progress, hook)
     except (DataValidationError, ValueError) as err:
         raise SystemExit(str(err)) from None

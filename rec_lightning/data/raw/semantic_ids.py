@@ -16,11 +16,13 @@ from typing import Any, Callable
 
 def semantic_id_builder(category: str, method: str, encoder: str, levels: int, codebook_size: int, seed: int,
                         progress: bool, fit_rqvae: Callable[..., Any] | None = None,
-                        echo: Callable[[str], object] | None = None) -> Callable[[Path], dict]:
+                        echo: Callable[[str], object] | None = None,
+                        fit_rqkmeans_plus: Callable[..., Any] | None = None) -> Callable[[Path], dict]:
     """A ``before_commit`` hook: embed the staged items, build SIDs, move them over the positional ones.
 
     Args:
         fit_rqvae: the ``rq-vae`` trainer (:func:`rec_lightning.modules.rqvae.fit_rqvae`); unused by k-means.
+        fit_rqkmeans_plus: the ``rq-kmeans-plus`` trainer (:func:`rec_lightning.modules.rqkmeans_plus.fit_rqkmeans_plus`).
         echo: called with the embedding and SID summaries (``print`` in the command).
 
     The hook returns the report's ``sids`` entry.
@@ -38,7 +40,7 @@ def semantic_id_builder(category: str, method: str, encoder: str, levels: int, c
         built = staging / ".sids"
         sid_report = build_sids(str(embeddings), str(built), method=method, levels=levels, codebook_size=codebook_size,
                                 data_dir=str(staging), category=category, rewrite_data=True, seed=seed,
-                                progress=progress, fit_rqvae=fit_rqvae)
+                                progress=progress, fit_rqvae=fit_rqvae, fit_rqkmeans_plus=fit_rqkmeans_plus)
         if echo is not None:
             echo(format_report(sid_report))
         for path in sorted(p for p in built.rglob("*") if p.is_file()):
