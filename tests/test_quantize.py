@@ -10,7 +10,7 @@ import torch
 from rec_lightning.sids.collisions import (code_tokens, collision_groups, collision_rate, level_statistics,
                                       resolve_collisions, resolve_extra_level, resolve_reassign, sid_statistics)
 from rec_lightning.sids.quantize import (ResidualVectorQuantizer, balanced_capacities, capacity_round, fit_residual_kmeans,
-                                    kmeans, sinkhorn_log_plan, sinkhorn_scaling_plan,
+                                    kmeans, nearest_centroids, sinkhorn_log_plan, sinkhorn_scaling_plan,
                                     squared_distances)
 from rec_lightning.sids.codec import ItemCatalog, parse_sid
 
@@ -28,6 +28,19 @@ def test_squared_distances_by_hand():
     c = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
     # ||(3,4)-(1,1)||^2 = 4 + 9 = 13; ||(3,4)||^2 = 25; ||(1,1)||^2 = 2
     assert squared_distances(x, c).tolist() == [[0.0, 2.0], [25.0, 13.0]]
+
+
+def test_blocked_nearest_centroids_equal_the_full_distance_matrix():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, 8, generator=generator)
+    centroids = torch.randn(37, 8, generator=generator)
+    centroids[20] = centroids[3]  # a tie: the lower index wins, as argmin
+    reference = squared_distances(x, centroids)  # [N, K]
+    codes, dist = nearest_centroids(x, centroids, block_rows=64)  # 15 full blocks and a partial one
+    assert torch.equal(codes, reference.argmin(1)) and not bool((codes == 20).any())
+    assert torch.allclose(dist, reference.min(1).values, atol=1e-5)
+    assert nearest_centroids(torch.tensor([[0.0, 0.0], [3.0, 4.0]]), torch.tensor([[0.0, 0.0], [3.0, 0.0]]))[1].tolist() \
+        == [0.0, 16.0]  # by hand: (3,4) is 4 from (3,0) and 5 from (0,0)
 
 
 def test_kmeans_finds_two_obvious_clusters():
