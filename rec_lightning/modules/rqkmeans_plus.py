@@ -146,9 +146,10 @@ class KeepBestReconstruction(pl.Callback):
         self.last_error, self.epochs_run = best_error, 0
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: RQKMeansPlusModule) -> None:
-        epoch = trainer.current_epoch + 1  # epochs completed
+        epoch = trainer.current_epoch + 1  # epochs completed (the last one may be cut short by max_steps)
         self.epochs_run = epoch
-        if epoch % self.every_n_epochs and epoch != trainer.max_epochs:
+        last = epoch == trainer.max_epochs or (trainer.max_steps >= 0 and trainer.global_step >= trainer.max_steps)
+        if epoch % self.every_n_epochs and not last:
             return
         self.last_error = pl_module.evaluate(self.x)["relative_error"]
         pl_module.log("eval/relative_error", self.last_error, prog_bar=True)
@@ -175,7 +176,7 @@ def fit_rqkmeans_plus(x: torch.Tensor, levels: int, codebook_size: int, seed: in
         Codes by argmin ``[N, L]``, last residuals ``[N, D]`` and codebooks (CPU) of the best state, its
         relative reconstruction error, and ``extra``: ``warm_start_error`` (step 0), ``final_error`` (the
         returned state's, <= ``warm_start_error``), ``last_epoch_error`` (the last measured one),
-        ``epochs_run``, ``best_epoch`` (0: the warm start), ``final_metrics`` and ``module``.
+        ``epochs_run``, ``steps_run``, ``best_epoch`` (0: the warm start), ``final_metrics`` and ``module``.
 
     Raises:
         ConfigurationError: ``x`` not ``[N >= 2, D]`` float, or codebooks not ``[levels, codebook_size, D]``.
@@ -196,18 +197,22 @@ def fit_rqkmeans_plus(x: torch.Tensor, levels: int, codebook_size: int, seed: in
     warm_error = module.evaluate(x)["relative_error"]
     keeper = KeepBestReconstruction(x, options.eval_every_n_epochs, warm_error, copy.deepcopy(module.state_dict()))
     metrics: dict[str, float] = {}
+    steps_run = 0
     if options.epochs > 0:
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=options.batch_size,
                                              shuffle=True, generator=torch.Generator().manual_seed(seed))
-        trainer = pl.Trainer(max_epochs=options.epochs, accelerator=options.accelerator, devices=1, logger=False,
+        trainer = pl.Trainer(max_epochs=options.epochs, max_steps=options.max_steps, accelerator=options.accelerator,
+                             devices=1, logger=False,
                              enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
                              gradient_clip_val=1.0, deterministic=True, callbacks=[keeper])
         trainer.fit(module, loader)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        steps_run = trainer.global_step
     module.load_state_dict(keeper.best_state)
     final = module.evaluate(x)
     codebooks = [c.detach().cpu() for c in module.quantizer.codebooks]
     extra = {"warm_start_error": warm_error, "final_error": final["relative_error"],
-             "last_epoch_error": keeper.last_error, "epochs_run": keeper.epochs_run, "best_epoch": keeper.best_epoch,
+             "last_epoch_error": keeper.last_error, "epochs_run": keeper.epochs_run, "steps_run": steps_run,
+             "best_epoch": keeper.best_epoch,
              "final_metrics": metrics, "module": module}
     return Quantised(final["codes"], final["last_residual"], codebooks, final["relative_error"], extra)

@@ -112,7 +112,8 @@ def fit_rqvae(x: torch.Tensor, levels: int, codebook_size: int, seed: int, optio
                          options.commitment_coef, lr=options.lr, seed=seed)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=options.batch_size,
                                          shuffle=True, generator=torch.Generator().manual_seed(seed))
-    trainer = pl.Trainer(max_epochs=options.epochs, accelerator=options.accelerator, devices=1, logger=False,
+    trainer = pl.Trainer(max_epochs=options.epochs, max_steps=options.max_steps, accelerator=options.accelerator,
+                         devices=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
                          gradient_clip_val=1.0, deterministic=True)
     trainer.fit(module, loader)
@@ -122,5 +123,6 @@ def fit_rqvae(x: torch.Tensor, levels: int, codebook_size: int, seed: int, optio
         out = module(x.to(module.device))
     error = float(((x - out["reconstruction"].cpu()) ** 2).sum() / (x ** 2).sum())
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics["steps"] = float(trainer.global_step)
     codebooks = [c.detach().cpu() for c in module.quantizer.codebooks]
     return Quantised(codes, last_residual, codebooks, error, {"rqvae_final_metrics": metrics, "module": module})

@@ -110,6 +110,16 @@ def test_diverging_training_returns_the_warm_start(x, warm):
     assert all(torch.equal(a, b) for a, b in zip(q.codebooks, warm.codebooks))
 
 
+def test_max_steps_caps_training_and_the_last_partial_epoch_is_measured(x, warm):
+    # 600 items in batches of 128: 5 steps per epoch; a cap of 7 steps ends inside epoch 2
+    q = fit_rqkmeans_plus(x, LEVELS, CODES, 0, options(epochs=50, lr=1e-3, batch_size=128, max_steps=7,
+                                                       eval_every_n_epochs=10), False, warm.codebooks)
+    assert q.extra["steps_run"] == 7 and q.extra["epochs_run"] == 2
+    assert q.extra["last_epoch_error"] != q.extra["warm_start_error"]  # measured after the cut-short epoch
+    with pytest.raises(ValueError, match=r"--rqkmeans_plus.max_steps must be >= 1 or -1 \(no cap\), got 0"):
+        options(max_steps=0).check()
+
+
 def test_same_seed_same_codes(x, warm):
     runs = [fit_rqkmeans_plus(x, LEVELS, CODES, 3, options(epochs=5, lr=1e-3, batch_size=128), False, warm.codebooks)
             for _ in range(2)]

@@ -74,3 +74,13 @@ def test_training_with_the_trainer_lowers_the_loss():
     codes, residual = module.encode(x)
     assert codes.shape == (96, 2) and residual.shape == (96, 8)
     assert module.training  # encode() restores the mode
+
+
+def test_fit_rqvae_stops_at_max_steps():
+    from rec_lightning.modules.rqvae import fit_rqvae
+    from rec_lightning.sids.build import RQVAEOptions
+
+    # 96 items in batches of 32: 3 steps per epoch; 50 epochs would be 150 steps, the cap stops at 5
+    options = RQVAEOptions(epochs=50, batch_size=32, hidden_dims=(32,), latent_dim=8, accelerator="cpu", max_steps=5)
+    q = fit_rqvae(embeddings(), 2, 8, 0, options, False)
+    assert q.extra["rqvae_final_metrics"]["steps"] == 5.0 and q.codes.shape == (96, 2)
