@@ -133,3 +133,14 @@ def test_every_logger_writes_under_default_root_dir(path: Path, tmp_path: Path) 
     if explicit is not None:  # a save_dir the user gives is kept
         given = explicit.config.trainer.logger
         assert (given[0] if isinstance(given, list) else given).init_args.save_dir == "elsewhere"
+
+
+def test_sft_loss_options_parse_from_the_command_line(capsys) -> None:
+    from rec_lightning.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--model.init_args.loss.level_weights", "[2, 1, 1]",
+              "--model.init_args.loss.label_smoothing", "0.1", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    loss = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["loss"]
+    assert loss == {"label_smoothing": 0.1, "level_weights": [2.0, 1.0, 1.0]}

@@ -29,6 +29,7 @@ from rec_lightning.modules.backbone import BackboneOptions, add_sid_tokens, buil
 from rec_lightning.modules.export import CheckpointMismatchError, build_metadata, save_final_checkpoint
 from rec_lightning.modules.lora import FinetuneMode, LoraOptions, apply_finetuning, count_parameters, unwrap_base
 from rec_lightning.modules.optim import OptimizerOptions, build_optimizer, time_budget_fraction
+from rec_lightning.modules.sft_loss import LossOptions, sid_level_token_weights
 from rec_lightning.prompts import NEXT_ITEM
 
 #: ``test_step(module, batch, batch_idx)`` hook; the ranking evaluation registers one (see ``test_step``).
@@ -45,8 +46,9 @@ def _as(cls, value):
 
 
 def response_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                      labels: torch.Tensor, position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token cross-entropy over response tokens, and their count.
+                      labels: torch.Tensor, position_ids: torch.Tensor | None = None, label_smoothing: float = 0.0,
+                      token_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token cross-entropy over response tokens, and their count (or summed weight).
 
     Runs the decoder on the whole sequence but the output head only where a label follows
     (position ``t`` predicts ``labels[t + 1]``).
@@ -57,9 +59,13 @@ def response_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Tens
         position_ids: ``[B, L]`` for a packed batch (:mod:`rec_lightning.data.packing`): each example's
             positions start at 0 and the model masks attention across examples; ``attention_mask`` is then
             ignored (it only marks real tokens).
+        label_smoothing: ``F.cross_entropy``'s (0: plain).
+        token_weights: ``[V]`` weight per target token id (:func:`~rec_lightning.modules.sft_loss.sid_level_token_weights`);
+            each token's loss is multiplied by its target's weight.
 
     Returns:
-        ``(loss_sum, num_tokens)``: float32 scalar and long scalar.
+        ``(loss_sum, num_tokens)``: float32 scalar and long scalar; with ``token_weights``, ``num_tokens`` is the
+        float32 sum of the weights (so ``loss_sum / num_tokens`` is the weighted mean).
     """
     base = unwrap_base(model)
     decoder = base.get_decoder()
@@ -71,8 +77,12 @@ def response_loss_sum(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     keep = targets != IGNORE_INDEX  # [B, L-1]
     selected = hidden[:, :-1][keep]  # [N, H]
     logits = base.get_output_embeddings()(selected)  # [N, V]
-    loss_sum = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
-    return loss_sum, keep.sum()
+    kept_targets = targets[keep]  # [N]
+    if token_weights is None:
+        return F.cross_entropy(logits.float(), kept_targets, reduction="sum", label_smoothing=label_smoothing), keep.sum()
+    per_token = F.cross_entropy(logits.float(), kept_targets, reduction="none", label_smoothing=label_smoothing)  # [N]
+    weights = token_weights.to(per_token.device)[kept_targets]  # [N]
+    return (per_token * weights).sum(), weights.sum()
 
 
 class SFTModule(pl.LightningModule):
@@ -84,6 +94,7 @@ class SFTModule(pl.LightningModule):
         lora: LoRA settings (``lora`` mode).
         optimizer: AdamW + schedule. Effective batch per optimizer step = data.batch_size x
             trainer.accumulate_grad_batches x devices x nodes (the original: 16 x 8 x 8 = 1024).
+        loss: training-loss settings (label smoothing, per-SID-level weights; :mod:`rec_lightning.modules.sft_loss`).
     """
 
     def __init__(
@@ -92,17 +103,24 @@ class SFTModule(pl.LightningModule):
         finetune: FinetuneMode = "lora",
         lora: LoraOptions = LoraOptions(),
         optimizer: OptimizerOptions = OptimizerOptions(),
+        loss: LossOptions = LossOptions(),
     ) -> None:
         super().__init__()
         self.backbone_options = _as(BackboneOptions, backbone)
         self.finetune = finetune
         self.lora_options = _as(LoraOptions, lora)
         self.optimizer_options = _as(OptimizerOptions, optimizer)
+        self.loss_options = _as(LossOptions, loss)
+        self.loss_options.check()
         # plain dicts, so checkpoints load with torch.load(weights_only=True)
-        self.save_hyperparameters({
-            "backbone": dataclasses.asdict(self.backbone_options), "finetune": finetune,
-            "lora": dataclasses.asdict(self.lora_options), "optimizer": dataclasses.asdict(self.optimizer_options),
-        })
+        hparams = {"backbone": dataclasses.asdict(self.backbone_options), "finetune": finetune,
+                   "lora": dataclasses.asdict(self.lora_options), "optimizer": dataclasses.asdict(self.optimizer_options)}
+        if not self.loss_options.is_plain:  # absent when plain: checkpoints of earlier versions read the same
+            hparams["loss"] = {"label_smoothing": self.loss_options.label_smoothing,
+                               "level_weights": None if self.loss_options.level_weights is None
+                               else list(self.loss_options.level_weights)}
+        self.save_hyperparameters(hparams)
+        self.token_weights: torch.Tensor | None = None  # [V] from loss.level_weights, set by build()
         self.strict_loading = False  # checkpoints hold only the trainable weights; on_load_checkpoint checks them
         self.model = None
         self.tokenizer = None
@@ -159,6 +177,8 @@ class SFTModule(pl.LightningModule):
         self.sid_tokens = list(sid_tokens)
         self.sid_token_ids = report.sid_token_ids
         self.embedding_rows = report.new_num_rows
+        self.token_weights = sid_level_token_weights(self.loss_options.level_weights, report.new_num_rows,
+                                                     self.sid_tokens, self.sid_token_ids)
         self.sid_index_checksum = sid_index_checksum if sid_index_checksum is not None or catalog is None \
             else catalog.checksum()
         self.catalog = catalog
@@ -178,9 +198,12 @@ class SFTModule(pl.LightningModule):
         self._last_step_start = now
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.token_weights is not None and self.token_weights.device != self.device:
+            self.token_weights = self.token_weights.to(self.device)
         loss_sum, num_tokens = response_loss_sum(self.model, batch["input_ids"], batch["attention_mask"],
-                                                 batch["labels"], batch.get("position_ids"))
-        loss = loss_sum / num_tokens.clamp(min=1)
+                                                 batch["labels"], batch.get("position_ids"),
+                                                 self.loss_options.label_smoothing, self.token_weights)
+        loss = loss_sum / (num_tokens.clamp(min=1e-12) if num_tokens.is_floating_point() else num_tokens.clamp(min=1))
         mask = batch["attention_mask"]
         self._last_tokens = mask.sum()  # read at the next step start: no extra host sync here
         batch_size = len(batch["index"]) if "index" in batch else mask.shape[0]  # examples (a packed batch has fewer rows)
