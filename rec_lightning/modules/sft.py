@@ -29,6 +29,7 @@ from rec_lightning.modules.backbone import BackboneOptions, add_sid_tokens, buil
 from rec_lightning.modules.export import CheckpointMismatchError, build_metadata, save_final_checkpoint
 from rec_lightning.modules.lora import FinetuneMode, LoraOptions, apply_finetuning, count_parameters, unwrap_base
 from rec_lightning.modules.optim import OptimizerOptions, build_optimizer, time_budget_fraction
+from rec_lightning.modules.sharding import ShardingOptions, is_sharded, run_sharded, shard_model
 from rec_lightning.prompts import NEXT_ITEM
 
 #: ``test_step(module, batch, batch_idx)`` hook; the ranking evaluation registers one (see ``test_step``).
@@ -84,6 +85,8 @@ class SFTModule(pl.LightningModule):
         lora: LoRA settings (``lora`` mode).
         optimizer: AdamW + schedule. Effective batch per optimizer step = data.batch_size x
             trainer.accumulate_grad_batches x devices x nodes (the original: 16 x 8 x 8 = 1024).
+        sharding: FSDP2 settings, used under ``trainer.strategy: ModelParallelStrategy`` (see
+            :mod:`~rec_lightning.modules.sharding`); ignored otherwise.
     """
 
     def __init__(
@@ -92,16 +95,19 @@ class SFTModule(pl.LightningModule):
         finetune: FinetuneMode = "lora",
         lora: LoraOptions = LoraOptions(),
         optimizer: OptimizerOptions = OptimizerOptions(),
+        sharding: ShardingOptions = ShardingOptions(),
     ) -> None:
         super().__init__()
         self.backbone_options = _as(BackboneOptions, backbone)
         self.finetune = finetune
         self.lora_options = _as(LoraOptions, lora)
         self.optimizer_options = _as(OptimizerOptions, optimizer)
+        self.sharding_options = _as(ShardingOptions, sharding)
         # plain dicts, so checkpoints load with torch.load(weights_only=True)
         self.save_hyperparameters({
             "backbone": dataclasses.asdict(self.backbone_options), "finetune": finetune,
             "lora": dataclasses.asdict(self.lora_options), "optimizer": dataclasses.asdict(self.optimizer_options),
+            "sharding": dataclasses.asdict(self.sharding_options),
         })
         self.strict_loading = False  # checkpoints hold only the trainable weights; on_load_checkpoint checks them
         self.model = None
@@ -121,9 +127,14 @@ class SFTModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ model construction
     def configure_model(self) -> None:
-        """Build the model from the attached data module (once; later calls do nothing)."""
-        if self.model is not None:
-            return
+        """Build the model from the attached data module (once), and shard it under ``ModelParallelStrategy``."""
+        if self.model is None:
+            self._build_from_datamodule()
+        if self.device_mesh is not None and not is_sharded(self.model):  # FSDP2 over the data-parallel ranks
+            units = shard_model(self.model, self.device_mesh, self.sharding_options)
+            rank_zero_info(f"SFT: sharded with FSDP2 in {units} units over {self.trainer.world_size} processes")
+
+    def _build_from_datamodule(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None:
             raise RuntimeError("SFTModule needs a data module with .tokenizer and .catalog to build its model: "
@@ -178,8 +189,8 @@ class SFTModule(pl.LightningModule):
         self._last_step_start = now
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss_sum, num_tokens = response_loss_sum(self.model, batch["input_ids"], batch["attention_mask"],
-                                                 batch["labels"], batch.get("position_ids"))
+        loss_sum, num_tokens = run_sharded(self.model, response_loss_sum, self.model, batch["input_ids"],
+                                           batch["attention_mask"], batch["labels"], batch.get("position_ids"))
         loss = loss_sum / num_tokens.clamp(min=1)
         mask = batch["attention_mask"]
         self._last_tokens = mask.sum()  # read at the next step start: no extra host sync here
@@ -200,8 +211,8 @@ class SFTModule(pl.LightningModule):
         self._val_tokens = torch.zeros((), dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss_sum, num_tokens = response_loss_sum(self.model, batch["input_ids"], batch["attention_mask"],
-                                                 batch["labels"], batch.get("position_ids"))
+        loss_sum, num_tokens = run_sharded(self.model, response_loss_sum, self.model, batch["input_ids"],
+                                           batch["attention_mask"], batch["labels"], batch.get("position_ids"))
         self._val_loss_sum += loss_sum.double()
         self._val_tokens += num_tokens.double()
 
@@ -291,6 +302,10 @@ class SFTModule(pl.LightningModule):
 
     def save_final_checkpoint(self, directory: str | Path) -> Path:
         """Write the PEFT adapter (or full model), tokenizer, ``rec_lightning.json`` and the item catalog to ``directory``."""
+        if is_sharded(self.model):
+            raise ConfigurationError("the final checkpoint of a sharded (ModelParallelStrategy) run is not written yet "
+                                     "(issue 30): remove rec_lightning.callbacks.export.FinalCheckpoint from "
+                                     "trainer.callbacks, or train with trainer.strategy: ddp")
         return save_final_checkpoint(self.model, self.tokenizer, directory, self.final_checkpoint_metadata(),
                                      catalog=self.catalog)
 
