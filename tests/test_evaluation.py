@@ -50,3 +50,17 @@ def test_invalid_predictions_counts_out_of_range_and_repeats():
     scores = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -2.0, -3.0], [-1.0, float("-inf"), float("-inf")]])
     # row 0 fine; row 1 repeats item 1 and has item 7 of a 3-item catalog; row 2 has empty slots (not invalid)
     assert invalid_predictions(DecodingOutput(items, scores), num_items=3).tolist() == [0, 2, 0]
+
+
+def test_padding_rows_are_decoded_but_not_counted():
+    """Rows with index -1 (equal batches per rank under sharding) change neither metrics nor records."""
+    padded = RankingEvaluator(CATALOG, VOCAB, EOS, num_beams=3, ks=(1, 3), keep_predictions=True)
+    # rows: item 3 (rank 1), padding copy of row 0 with target -1, item 2 (rank 0), padding with a real target
+    output = padded.update(bigram_model(), {**batch([3, -1, 2, 2]), "index": torch.tensor([0, -1, 1, -1])})
+    assert output.items.shape == (4, 3)  # every row decoded: the same forwards on every rank
+    plain = RankingEvaluator(CATALOG, VOCAB, EOS, num_beams=3, ks=(1, 3), keep_predictions=True)
+    plain.update(bigram_model(), batch([3, 2]))
+    metrics = padded.compute()
+    assert metrics["count"] == 2 and metrics["hr@1"] == pytest.approx(1 / 2) and metrics["mrr"] == pytest.approx(3 / 4)
+    assert metrics == plain.compute()
+    assert [r["row"] for r in padded.records()] == [0, 1] and padded.records() == plain.records()

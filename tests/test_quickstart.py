@@ -154,3 +154,44 @@ def test_quickstart_lora_fits_exports_portable_and_loads_with_plain_peft(tmp_pat
     with torch.no_grad():
         assert torch.allclose(namespace["model"].eval()(input_ids=input_ids).logits,
                               reference(input_ids=input_ids).logits, atol=1e-5)
+
+
+FSDP_OVERLAY = """\
+trainer:
+  devices: 2
+  max_steps: 2
+  val_check_interval: 2
+  limit_val_batches: 2
+  num_sanity_val_steps: 0
+  default_root_dir: fsdp_run
+  strategy:
+    init_args:
+      data_parallel_size: 2
+  callbacks:
+    - class_path: rec_lightning.callbacks.ranking.RankingEvaluation
+      init_args:
+        num_beams: 5
+        ks: [1, 5]
+        prog_bar: [hr@5]
+        limit: 5                   # rank 0 gets 3 rows (2 batches of 2), rank 1 gets 2 rows + 1 masked padding row
+        batch_size: 2
+        validation_output_dir: ranking
+"""
+
+
+@pytest.mark.slow
+def test_fsdp2_two_cpu_processes_through_the_cli(tmp_path, cache):
+    """configs/sft_fsdp.yaml over the quickstart on two CPU processes: training, validation loss and ranking
+    validation run sharded, and the ranking counts each of the 5 decoded rows once (none of the padding)."""
+    (tmp_path / "fsdp.yaml").write_text(FSDP_OVERLAY)
+    result = run_fit(tmp_path, cache, "--config", str(REPO / "configs" / "sft_fsdp.yaml"),
+                     "--config", "fsdp.yaml", "--model.init_args.backbone.gradient_checkpointing", "false")
+    log = result.stdout + result.stderr
+    assert "sharded with FSDP2 in 3 units over 2 processes" in log, log[-3000:]
+    (folder,) = (tmp_path / "ranking").iterdir()
+    assert json.loads((folder / "metrics.json").read_text())["count"] == 5
+    records = json.loads((folder / "eval_results.json").read_text())
+    assert len({record["row"] for record in records}) == len(records) == 5
+    assert column(metrics_rows(tmp_path, "fsdp_run"), "val/loss")
+    assert column(metrics_rows(tmp_path, "fsdp_run"), "val/hr@5")
+    assert not (tmp_path / "fsdp_run" / "final_checkpoint").exists()

@@ -16,7 +16,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from rec_lightning.errors import OutputExistsError
+from rec_lightning.errors import ConfigurationError, OutputExistsError
+from rec_lightning.modules.sharding import is_sharded
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,11 @@ class FinalCheckpoint(pl.Callback):
         return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "final_checkpoint"
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        model = getattr(pl_module, "model", None)
+        if isinstance(model, torch.nn.Module) and is_sharded(model):  # refuse before training, not after it
+            raise ConfigurationError("FinalCheckpoint cannot yet gather a sharded (ModelParallelStrategy) model "
+                                     "(issue 30): remove rec_lightning.callbacks.export.FinalCheckpoint from "
+                                     "trainer.callbacks, or train with trainer.strategy: ddp")
         self.check_output(trainer, resuming=trainer.ckpt_path is not None)
 
     def check_output(self, trainer: pl.Trainer, resuming: bool) -> None:

@@ -6,7 +6,9 @@ next-item prompts (all, or a seeded subset of ``limit`` rows) with the module's 
 loggers and the progress bar, so ``ModelCheckpoint``/``EarlyStopping`` can monitor them. Test:
 register the test step on the module (``pl_module.test_step_fn``), decode the test prompts, log
 ``test/...`` and write ``eval_results.json`` and ``metrics.json``. Under DDP each rank decodes its
-own shard (the data module never repeats a row) and sum-state metrics make the totals exact.
+own shard (the data module never repeats a row) and sum-state metrics make the totals exact. Under
+sharding (``ModelParallelStrategy``) every decoder forward is a collective: the data module then gives
+every rank as many batches, padded with rows of ``index`` -1 that the evaluator decodes but never counts.
 
 With a ``WandbLogger`` the monitored metrics (``val/hr@10``, ``val/ndcg@10``) get best-value run
 summaries (``define_metric(summary="max")``). ``num_logged_predictions`` adds, at every ranking
@@ -27,6 +29,7 @@ import torch
 from rec_lightning.errors import ConfigurationError
 from rec_lightning.evaluation.metrics import DEFAULT_KS
 from rec_lightning.evaluation.ranking import RankingEvaluator, write_results
+from rec_lightning.modules.sharding import run_sharded
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +127,8 @@ class RankingEvaluation(pl.Callback):
                                                   batch_size=self.batch_size)
         was_training = model.training
         model.eval()
-        for batch in loader:
-            evaluator.update(model, _to_device(batch, pl_module.device))
+        for batch in loader:  # sharded: every rank gets as many batches (padding rows are not counted)
+            run_sharded(model, evaluator.update, model, _to_device(batch, pl_module.device))
         model.train(was_training)
         self.last_metrics = evaluator.compute()
         self._log(pl_module, "val", self.last_metrics)
@@ -157,7 +160,8 @@ class RankingEvaluation(pl.Callback):
                                      keep_predictions=True).to(pl_module.device)
 
     def _test_step(self, pl_module: pl.LightningModule, batch: dict, batch_idx: int) -> None:
-        self._test.update(self._language_model(pl_module), batch)
+        model = self._language_model(pl_module)
+        run_sharded(model, self._test.update, model, batch)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         evaluator, self._test = self._test, None

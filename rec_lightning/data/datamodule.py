@@ -24,7 +24,13 @@ from rec_lightning.data.dataset_cache import file_fingerprint, load_or_build, to
 from rec_lightning.data.demo import DEMO_CATEGORY, make_demo_data
 from rec_lightning.data.packing import PackingCollator
 from rec_lightning.data.records import RecData, load_rec_data
-from rec_lightning.data.sampling import EpochShuffleSampler, LengthGroupedSampler, ShardSampler
+from rec_lightning.data.sampling import (
+    EpochShuffleSampler,
+    EqualShardSampler,
+    LengthGroupedSampler,
+    PaddedRows,
+    ShardSampler,
+)
 from rec_lightning.data.tasks import (
     DEFAULT_TRAIN_TASKS,
     NEXT_ITEM_TASKS,
@@ -355,6 +361,17 @@ class RecDataModule(pl.LightningDataModule):
             return None, None
         return trainer.world_size, trainer.global_rank
 
+    def _eval_shards(self, dataset) -> tuple:
+        """``(dataset, sampler)`` of an evaluation split: each row on one rank; under sharding
+        (``ModelParallelStrategy``: every forward is a collective) equal counts per rank, padded with
+        masked rows (:class:`~rec_lightning.data.sampling.EqualShardSampler`)."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and isinstance(trainer.strategy, ModelParallelStrategy) and trainer.world_size > 1:
+            return PaddedRows(dataset), EqualShardSampler(len(dataset), *self._world())
+        return dataset, ShardSampler(len(dataset), *self._world())
+
     def _loader(self, dataset, batch_size: int, sampler, padding_side: str, shuffle: bool = False,
                 packed: bool = False) -> DataLoader:
         if packed:
@@ -393,9 +410,8 @@ class RecDataModule(pl.LightningDataModule):
         return trainer.current_epoch, int(loop.epoch_loop.batch_progress.current.completed)
 
     def val_dataloader(self) -> DataLoader:
-        dataset = self.datasets.get("valid") or self._dataset_for("validate", "valid")
-        return self._loader(dataset, self.eval_batch_size, ShardSampler(len(dataset), *self._world()), "right",
-                            packed=self.packing)
+        dataset, sampler = self._eval_shards(self.datasets.get("valid") or self._dataset_for("validate", "valid"))
+        return self._loader(dataset, self.eval_batch_size, sampler, "right", packed=self.packing)
 
     def test_dataloader(self) -> DataLoader:
         return self.generation_dataloader("test")
@@ -409,7 +425,8 @@ class RecDataModule(pl.LightningDataModule):
 
     def generation_dataloader(self, split: str, limit: int | None = None, seed: int = 0,
                               batch_size: int | None = None) -> DataLoader:
-        """Left-padded next-item prompts of ``split`` (no labels); each row once across DDP ranks.
+        """Left-padded next-item prompts of ``split`` (no labels); each row once across DDP ranks (under
+        sharding, plus masked padding rows with ``index`` -1 so that every rank runs as many batches).
 
         Args:
             limit: a seeded random subset of this many rows (kept in file order); None = all.
@@ -421,6 +438,5 @@ class RecDataModule(pl.LightningDataModule):
                 chosen = sorted(random.Random(seed).sample(range(len(examples)), limit))
                 examples = [examples[i] for i in chosen]
             self._generation_datasets[key] = RecDataset(examples, self.tokenizer, self.max_length, with_response=False)
-        dataset = self._generation_datasets[key]
-        sampler = ShardSampler(len(dataset), *self._world())
+        dataset, sampler = self._eval_shards(self._generation_datasets[key])
         return self._loader(dataset, batch_size or self.eval_batch_size, sampler, "left")

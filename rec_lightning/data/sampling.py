@@ -1,4 +1,5 @@
-"""Samplers: per-task example sampling, shuffled or length-grouped training order, exact DDP sharding.
+"""Samplers: per-task example sampling, shuffled or length-grouped training order, exact DDP sharding,
+equal-count evaluation shards with masked padding rows for sharded (FSDP2) runs.
 
 Every sampler subclasses :class:`~torch.utils.data.DistributedSampler`, so Lightning keeps it as it
 is under DDP instead of swapping in its own (which pads evaluation with repeated rows). Training
@@ -16,9 +17,13 @@ from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 import torch
 from torch.utils.data import DistributedSampler
 
+from rec_lightning.data.dataset import IGNORE_INDEX
 from rec_lightning.errors import ConfigurationError
 
 T = TypeVar("T")
+
+#: ``index`` of a padding row (:class:`PaddedRows`): losses and ranking metrics skip it
+PADDING_INDEX = -1
 
 
 def sample_task_mix(examples_by_task: Mapping[str, Sequence[T]], weights: Mapping[str, float], seed: int) -> list[T]:
@@ -105,6 +110,52 @@ class ShardSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return len(range(self.rank, self.dataset_size, self.num_replicas))
+
+
+class EqualShardSampler(ShardSampler):
+    """:class:`ShardSampler` padded so that every rank gets ``ceil(N / W)`` entries (equal batch counts).
+
+    Under sharding (FSDP2) every forward is a collective, so every rank must run the same number of
+    evaluation batches. Rank r takes rows r, r+W, ... as :class:`ShardSampler` does, then padding
+    entries ``N, N+1, ...`` up to ``ceil(N / W)``; wrap the dataset in :class:`PaddedRows`, which turns
+    them into masked copies of real rows (``index`` -1, no labels) that no metric or loss counts.
+    """
+
+    def __iter__(self) -> Iterator[int]:
+        mine = list(range(self.rank, self.dataset_size, self.num_replicas))
+        return iter(mine + [self.dataset_size + k for k in range(len(self) - len(mine))])
+
+    def __len__(self) -> int:
+        return math.ceil(self.dataset_size / self.num_replicas)
+
+
+class PaddedRows(torch.utils.data.Dataset):
+    """A dataset whose indices ``>= len(dataset)`` are padding rows for :class:`EqualShardSampler`.
+
+    Padding index ``N + k`` is row ``k % N`` with ``index`` and ``target_item_id`` set to -1 and every
+    label ignored, so the batch keeps its shapes while losses and ranking metrics skip the row.
+    ``examples`` and ``len()`` are the wrapped dataset's.
+    """
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    @property
+    def examples(self):
+        return self.dataset.examples
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        size = len(self.dataset)
+        if index < size:
+            return self.dataset[index]
+        item = dict(self.dataset[(index - size) % size])
+        item["index"] = item["target_item_id"] = PADDING_INDEX
+        if "labels" in item:
+            item["labels"] = [IGNORE_INDEX] * len(item["labels"])
+        return item
 
 
 class LengthGroupedSampler(_Resumable, DistributedSampler):

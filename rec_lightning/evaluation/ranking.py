@@ -75,21 +75,33 @@ class RankingEvaluator:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> DecodingOutput:
-        """Decode one left-padded batch (``input_ids``, ``attention_mask``, ``target_item_id``, ``index``)."""
+        """Decode one left-padded batch (``input_ids``, ``attention_mask``, ``target_item_id``, ``index``).
+
+        Rows whose ``index`` is negative are padding (equal batches per rank under sharding): they are
+        decoded, so every rank runs the same forwards, but neither counted nor kept.
+        """
         input_ids = batch["input_ids"]
         self.to(input_ids.device)
         output = constrained_beam_search(model, input_ids, batch["attention_mask"], self.trie, self.num_beams,
                                          self.renormalize)
-        target_ids = batch["target_item_id"].to(input_ids.device)  # [B]
+        self.score(output, batch)
+        return output
+
+    def score(self, output: DecodingOutput, batch: Mapping[str, torch.Tensor]) -> None:
+        """Count the decoded ``output`` (``[B, N]`` items) of ``batch`` in the metrics, skipping padding rows."""
+        device = output.items.device
+        target_ids = batch["target_item_id"].to(device)  # [B]
+        real = (batch["index"].to(device) >= 0) if "index" in batch else torch.ones_like(target_ids, dtype=torch.bool)
+        items, scores, target_ids = output.items[real], output.scores[real], target_ids[real]  # [R, N], [R, N], [R]
         known = (target_ids >= 0) & (target_ids < self.item_to_key.numel())
         targets = torch.where(known, self.item_to_key[target_ids.clamp(0, self.item_to_key.numel() - 1)], -1)
-        self.metrics.update(target_ranks(output.items, targets), invalid_predictions(output, self.trie.num_items))
+        kept = DecodingOutput(items=items, scores=scores, peak_cache_bytes=output.peak_cache_bytes)
+        self.metrics.update(target_ranks(items, targets), invalid_predictions(kept, self.trie.num_items))
         self.ambiguous.update(self.key_is_ambiguous[targets.clamp(min=0)].logical_and(targets >= 0).sum())
         if self.keep_predictions:
-            index = batch["index"] if "index" in batch else torch.full_like(target_ids, -1)
-            self._predictions.append({"index": index.cpu(), "items": output.items.cpu(),
-                                      "scores": output.scores.cpu(), "target_item_id": target_ids.cpu()})
-        return output
+            index = batch["index"].to(device)[real] if "index" in batch else torch.full_like(target_ids, -1)
+            self._predictions.append({"index": index.cpu(), "items": items.cpu(), "scores": scores.cpu(),
+                                      "target_item_id": target_ids.cpu()})
 
     def compute(self) -> dict[str, float]:
         """Metrics over every row seen by every process (sum states, synced when distributed)."""

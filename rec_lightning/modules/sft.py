@@ -30,6 +30,7 @@ from rec_lightning.modules.export import CheckpointMismatchError, build_metadata
 from rec_lightning.modules.lora import FinetuneMode, LoraOptions, apply_finetuning, count_parameters, unwrap_base
 from rec_lightning.modules.optim import OptimizerOptions, build_optimizer, time_budget_fraction
 from rec_lightning.modules.sft_loss import LossOptions, sid_level_token_weights
+from rec_lightning.modules.sharding import ShardingOptions, is_sharded, run_sharded, shard_model
 from rec_lightning.prompts import NEXT_ITEM
 
 #: ``test_step(module, batch, batch_idx)`` hook; the ranking evaluation registers one (see ``test_step``).
@@ -95,6 +96,8 @@ class SFTModule(pl.LightningModule):
         optimizer: AdamW + schedule. Effective batch per optimizer step = data.batch_size x
             trainer.accumulate_grad_batches x devices x nodes (the original: 16 x 8 x 8 = 1024).
         loss: training-loss settings (label smoothing, per-SID-level weights; :mod:`rec_lightning.modules.sft_loss`).
+        sharding: FSDP2 settings, used under ``trainer.strategy: ModelParallelStrategy`` (see
+            :mod:`~rec_lightning.modules.sharding`); ignored otherwise.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class SFTModule(pl.LightningModule):
         lora: LoraOptions = LoraOptions(),
         optimizer: OptimizerOptions = OptimizerOptions(),
         loss: LossOptions = LossOptions(),
+        sharding: ShardingOptions = ShardingOptions(),
     ) -> None:
         super().__init__()
         self.backbone_options = _as(BackboneOptions, backbone)
@@ -112,9 +116,11 @@ class SFTModule(pl.LightningModule):
         self.optimizer_options = _as(OptimizerOptions, optimizer)
         self.loss_options = _as(LossOptions, loss)
         self.loss_options.check()
+        self.sharding_options = _as(ShardingOptions, sharding)
         # plain dicts, so checkpoints load with torch.load(weights_only=True)
         hparams = {"backbone": dataclasses.asdict(self.backbone_options), "finetune": finetune,
-                   "lora": dataclasses.asdict(self.lora_options), "optimizer": dataclasses.asdict(self.optimizer_options)}
+                   "lora": dataclasses.asdict(self.lora_options), "optimizer": dataclasses.asdict(self.optimizer_options),
+                   "sharding": dataclasses.asdict(self.sharding_options)}
         if not self.loss_options.is_plain:  # absent when plain: checkpoints of earlier versions read the same
             hparams["loss"] = {"label_smoothing": self.loss_options.label_smoothing,
                                "level_weights": None if self.loss_options.level_weights is None
@@ -139,9 +145,14 @@ class SFTModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ model construction
     def configure_model(self) -> None:
-        """Build the model from the attached data module (once; later calls do nothing)."""
-        if self.model is not None:
-            return
+        """Build the model from the attached data module (once), and shard it under ``ModelParallelStrategy``."""
+        if self.model is None:
+            self._build_from_datamodule()
+        if self.device_mesh is not None and not is_sharded(self.model):  # FSDP2 over the data-parallel ranks
+            units = shard_model(self.model, self.device_mesh, self.sharding_options)
+            rank_zero_info(f"SFT: sharded with FSDP2 in {units} units over {self.trainer.world_size} processes")
+
+    def _build_from_datamodule(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None:
             raise RuntimeError("SFTModule needs a data module with .tokenizer and .catalog to build its model: "
@@ -200,9 +211,9 @@ class SFTModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         if self.token_weights is not None and self.token_weights.device != self.device:
             self.token_weights = self.token_weights.to(self.device)
-        loss_sum, num_tokens = response_loss_sum(self.model, batch["input_ids"], batch["attention_mask"],
-                                                 batch["labels"], batch.get("position_ids"),
-                                                 self.loss_options.label_smoothing, self.token_weights)
+        loss_sum, num_tokens = run_sharded(self.model, response_loss_sum, self.model, batch["input_ids"],
+                                           batch["attention_mask"], batch["labels"], batch.get("position_ids"),
+                                           self.loss_options.label_smoothing, self.token_weights)
         loss = loss_sum / (num_tokens.clamp(min=1e-12) if num_tokens.is_floating_point() else num_tokens.clamp(min=1))
         mask = batch["attention_mask"]
         self._last_tokens = mask.sum()  # read at the next step start: no extra host sync here
@@ -223,8 +234,8 @@ class SFTModule(pl.LightningModule):
         self._val_tokens = torch.zeros((), dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss_sum, num_tokens = response_loss_sum(self.model, batch["input_ids"], batch["attention_mask"],
-                                                 batch["labels"], batch.get("position_ids"))
+        loss_sum, num_tokens = run_sharded(self.model, response_loss_sum, self.model, batch["input_ids"],
+                                           batch["attention_mask"], batch["labels"], batch.get("position_ids"))
         self._val_loss_sum += loss_sum.double()
         self._val_tokens += num_tokens.double()
 
@@ -314,6 +325,10 @@ class SFTModule(pl.LightningModule):
 
     def save_final_checkpoint(self, directory: str | Path) -> Path:
         """Write the PEFT adapter (or full model), tokenizer, ``rec_lightning.json`` and the item catalog to ``directory``."""
+        if is_sharded(self.model):
+            raise ConfigurationError("the final checkpoint of a sharded (ModelParallelStrategy) run is not written yet "
+                                     "(issue 30): remove rec_lightning.callbacks.export.FinalCheckpoint from "
+                                     "trainer.callbacks, or train with trainer.strategy: ddp")
         return save_final_checkpoint(self.model, self.tokenizer, directory, self.final_checkpoint_metadata(),
                                      catalog=self.catalog)
 

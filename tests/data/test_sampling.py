@@ -1,4 +1,13 @@
-from rec_lightning.data.sampling import LengthGroupedSampler, ShardSampler, sample_task_mix
+import pytest
+
+from rec_lightning.data.dataset import IGNORE_INDEX
+from rec_lightning.data.sampling import (
+    EqualShardSampler,
+    LengthGroupedSampler,
+    PaddedRows,
+    ShardSampler,
+    sample_task_mix,
+)
 
 
 def test_sample_task_mix_weights():
@@ -34,3 +43,34 @@ def test_length_grouped_sharding_is_disjoint():
     # 10 batches (the last holds 5): each rank gets 5 batches, so DDP ranks step in lockstep.
     assert [len(p) for p in parts] == [50, 45]
     assert not set(parts[0]) & set(parts[1])
+
+
+@pytest.mark.parametrize("size, world, expected", [
+    # 7 rows, 2 ranks: rank 0 has rows 0 2 4 6, rank 1 rows 1 3 5 and padding entry 7 (= row 0 masked)
+    (7, 2, [[0, 2, 4, 6], [1, 3, 5, 7]]),
+    # 7 rows, 3 ranks: ceil(7/3) = 3 each; ranks 1 and 2 hold 2 rows and pad with entry 7 (row 0, masked)
+    (7, 3, [[0, 3, 6], [1, 4, 7], [2, 5, 7]]),
+    (6, 3, [[0, 3], [1, 4], [2, 5]]),  # divisible: no padding
+    (2, 3, [[0], [1], [2]]),  # fewer rows than ranks: rank 2 decodes a masked copy of row 0
+    (0, 2, [[], []]),
+])
+def test_equal_shard_sampler_by_hand(size, world, expected):
+    shards = [list(EqualShardSampler(size, num_replicas=world, rank=rank)) for rank in range(world)]
+    assert shards == expected
+    assert [len(EqualShardSampler(size, num_replicas=world, rank=rank)) for rank in range(world)] == [len(s) for s in shards]
+    real = sorted(i for shard in shards for i in shard if i < size)
+    assert real == list(range(size))  # every row exactly once; entries >= size are padding
+
+
+def test_padded_rows_mask_padding_entries():
+    items = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "index": i, "target_item_id": 10 + i} for i in range(3)]
+
+    class Rows(list):
+        examples = ["e0", "e1", "e2"]
+
+    dataset = PaddedRows(Rows(items))
+    assert len(dataset) == 3 and dataset.examples == ["e0", "e1", "e2"]
+    assert dataset[1] == items[1]
+    padding = dataset[4]  # padding entry k = 1: a copy of row 1, masked
+    assert padding == {"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX] * 3, "index": -1, "target_item_id": -1}
+    assert items[1]["index"] == 1  # the wrapped row is untouched
