@@ -8,7 +8,9 @@ Two forked workers (as in ``test_sharding.py``) train the tiny model on 4 rows, 
 * run 3 (LoRA): 2 steps and its gathered adapter checkpoint.
 
 The final checkpoints must reload with ``load_for_inference`` to the logits of one process trained on
-the same 4 rows for the same steps.
+the same 4 rows for the same steps, and constrained beam search on the sharded model (through
+``run_sharded``, on the shared prompt cache, which must see through FSDP2's class) must rank as that
+process's model does.
 """
 
 from __future__ import annotations
@@ -21,13 +23,28 @@ import torch.multiprocessing as mp
 from test_sharding import _free_port, _module, _rows, _trainable
 
 from rec_lightning.errors import ConfigurationError
-from rec_lightning.modules.sharding import is_distributed_checkpoint, is_sharded, load_distributed_weights
+from rec_lightning.commands.trainer import check_distributed_checkpoint, checkpoint_model_arguments
+from rec_lightning.modules.sharding import (is_distributed_checkpoint, is_sharded, load_distributed_weights,
+                                            run_sharded)
 
 
 def _seeded(mode: str):
     """``_module(mode)`` from a fixed RNG state (LoRA's random init must not depend on what ran before)."""
     torch.manual_seed(0)
     return _module(mode)
+
+
+def _decode(model, rows, sid_token_ids: list[int], eos: int):
+    """Constrained beam search (4 beams, shared prompt cache) over every 3-level SID, prompts = the 4 rows."""
+    from rec_lightning.generation.decoding import constrained_beam_search
+    from rec_lightning.generation.trie import SIDTrie
+
+    sequences = [[a, b, c] for a in sid_token_ids[:4] for b in sid_token_ids[4:8] for c in sid_token_ids[8:]]
+    trie = SIDTrie.from_sequences(sequences, eos)
+    batch = next(iter(torch.utils.data.DataLoader(rows, batch_size=4)))
+    model.eval()
+    return run_sharded(model, constrained_beam_search, model, batch["input_ids"], batch["attention_mask"], trie, 4,
+                       prompt_cache="shared")
 
 
 def _fit(module, rows, batch_size: int, max_steps: int, callbacks=(), ckpt_path=None, **trainer_args) -> None:
@@ -59,6 +76,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
          **sharded())
     assert is_sharded(module.model)
     uninterrupted = _trainable(module)  # collective
+    decoded = _decode(module.model, _rows(module), module.sid_token_ids, module.tokenizer.eos_token_id)
     resumed = _seeded("full")
     _fit(resumed, _rows(resumed), 2, 2, ckpt_path=f"{out_dir}/ckpts/epoch=0-step=1.ckpt", **sharded())
     after_resume = _trainable(resumed)
@@ -67,7 +85,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     lora = _seeded("lora")
     _fit(lora, _rows(lora), 2, 2, [FinalCheckpoint(dirpath=f"{out_dir}/final_lora", use_best=False)], **sharded())
     if rank == 0:
-        torch.save({"uninterrupted": uninterrupted, "resumed": after_resume, "reloaded": reloaded},
+        torch.save({"uninterrupted": uninterrupted, "resumed": after_resume, "reloaded": reloaded,
+                    "items": decoded.items, "scores": decoded.scores},
                    f"{out_dir}/weights.pt")
 
 
@@ -94,6 +113,16 @@ def test_sharded_checkpoints_resume_and_gather_the_final_checkpoint(tmp_path):
         model, _, metadata = load_for_inference(tmp_path / f"final_{mode}")
         assert metadata["format"] == ("full" if mode == "full" else "adapter"), metadata["format"]
         torch.testing.assert_close(_logits(model, batch), _logits(single.model, batch), rtol=0, atol=1e-5, msg=mode)
+        if mode == "full":
+            expected = _decode(single.model, rows, single.sid_token_ids, single.tokenizer.eos_token_id)
+            assert torch.equal(weights["items"], expected.items)
+            torch.testing.assert_close(weights["scores"], expected.scores, rtol=0, atol=1e-4)
+    # --ckpt_path accepts the folder: the module's class and hyper-parameters come from its meta.pt
+    arguments = checkpoint_model_arguments(step1, "rec_lightning.modules.sft.SFTModule")
+    assert arguments["class_path"] == "rec_lightning.modules.sft.SFTModule"
+    assert arguments["init_args"]["finetune"] == "full"
+    with pytest.raises(ConfigurationError, match=f"--ckpt_path {tmp_path}: a folder, but not a Lightning distributed"):
+        check_distributed_checkpoint(tmp_path)
 
 
 def test_load_distributed_weights_names_a_folder_that_is_not_one(tmp_path):
