@@ -299,8 +299,10 @@ class SFTModule(pl.LightningModule):
             raise RuntimeError("build the model before loading a checkpoint into SFTModule: resume with "
                                "Trainer.fit(module, datamodule, ckpt_path=...), or call module.build(tokenizer, "
                                "sid_tokens) and then load_state_dict")
-        # a distributed checkpoint (sharded run) arrives without "state_dict": the strategy has loaded it already
-        expected, found = self.trainable_state_keys(), set(checkpoint.get("state_dict", self.trainable_state_keys()))
+        # sharded: a distributed checkpoint arrives without "state_dict", the strategy has loaded every key already
+        sharded = is_sharded(self.model) and "state_dict" not in checkpoint
+        expected = self.trainable_state_keys()
+        found = expected if sharded else set(checkpoint["state_dict"])
         if expected != found:
             missing, unexpected = sorted(expected - found), sorted(found - expected)
             raise CheckpointMismatchError(f"the checkpoint does not fit this model ({self.finetune} mode): missing "
