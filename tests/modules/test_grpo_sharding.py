@@ -6,7 +6,8 @@ Beam groups are deterministic, so every prompt gets the same group, rewards and 
 every rank scores G completions of 2 prompts (the ``grpo`` loss is a mean over completions), so the
 mean of the ranks' losses is the 4-prompt loss and FSDP2's averaged gradients are its gradient: the
 updated trainable weights (after gradient clipping) must equal the single process's. ``lora``: the
-reference is the sharded policy with its adapter off; ``full``: a separately sharded frozen copy.
+reference is the sharded policy with its adapter off; ``full``: a separately sharded frozen copy, synced
+towards the policy after the step (``ref_sync_steps: 1``), which must also equal the single process's.
 """
 
 from __future__ import annotations
@@ -61,17 +62,22 @@ def setups(demo_dir, tmp_path_factory):
 
 def _module(mode: str, setups) -> GRPOModule:
     checkpoint, dm, _ = setups[mode]
-    module = GRPOModule(sft_checkpoint=str(checkpoint), finetune=mode, lora={"r": 4, "alpha": 8, "dropout": 0.0}, **GRPO)
+    sync = {"ref_sync_steps": 1, "ref_sync_alpha": 0.5} if mode == "full" else {}  # full: the sharded copy syncs too
+    module = GRPOModule(sft_checkpoint=str(checkpoint), finetune=mode, lora={"r": 4, "alpha": 8, "dropout": 0.0},
+                        **GRPO, **sync)
     model, tokenizer, metadata = load_for_inference(checkpoint, catalog=dm.catalog)
     module.build(model, tokenizer, dm.catalog, metadata)
     return module
 
 
 def _trainable(module: GRPOModule) -> dict[str, torch.Tensor]:
+    """The policy's trainable weights and (``full`` mode) the reference copy's, gathered when sharded."""
     from torch.distributed.tensor import DTensor
 
-    return {name: (p.full_tensor() if isinstance(p, DTensor) else p).detach().clone()
-            for name, p in module.model.named_parameters() if p.requires_grad}
+    weights = {name: p for name, p in module.model.named_parameters() if p.requires_grad}
+    if module.reference_copy is not None:
+        weights.update({f"reference.{name}": p for name, p in module.reference_copy.named_parameters()})
+    return {name: (p.full_tensor() if isinstance(p, DTensor) else p).detach().clone() for name, p in weights.items()}
 
 
 def _one_step(module: GRPOModule, rows, batch_size: int, **trainer_args) -> dict:
@@ -190,3 +196,12 @@ def test_resample_rounds_are_decided_by_all_sharded_ranks():
     assert rows_to_regenerate(none, _SumOverTwoRanks(0.0)) is None  # no rank has a flat group: every rank stops
     throwaway = rows_to_regenerate(none, _SumOverTwoRanks(1.0))  # another rank regenerates: this one keeps step
     assert throwaway.tolist() == [True, False, False] and is_throwaway(none) and not is_throwaway(flat)
+
+
+def test_lora_reference_sync_is_refused_under_sharding():
+    from rec_lightning.errors import ConfigurationError
+    from rec_lightning.modules.grpo_sharding import shard_policy
+    from rec_lightning.modules.sharding import ShardingOptions
+
+    with pytest.raises(ConfigurationError, match="ref_sync_steps with finetune: lora"):
+        shard_policy(torch.nn.Linear(2, 2), None, mesh=None, options=ShardingOptions(), ref_sync_steps=8)
