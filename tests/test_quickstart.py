@@ -168,6 +168,11 @@ trainer:
     init_args:
       data_parallel_size: 2
   callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args:
+        monitor: val/loss
+        save_top_k: 1
+        save_last: true            # folders of shards under sharding
     - class_path: rec_lightning.callbacks.ranking.RankingEvaluation
       init_args:
         num_beams: 5
@@ -176,13 +181,17 @@ trainer:
         limit: 5                   # rank 0 gets 3 rows (2 batches of 2), rank 1 gets 2 rows + 1 masked padding row
         batch_size: 2
         validation_output_dir: ranking
+    - class_path: rec_lightning.callbacks.export.FinalCheckpoint
+      init_args:
+        use_best: true             # each rank loads its shards of the best .ckpt folder, rank 0 writes the gathered model
 """
 
 
 @pytest.mark.slow
 def test_fsdp2_two_cpu_processes_through_the_cli(tmp_path, cache):
     """configs/sft_fsdp.yaml over the quickstart on two CPU processes: training, validation loss and ranking
-    validation run sharded, and the ranking counts each of the 5 decoded rows once (none of the padding)."""
+    validation run sharded, the ranking counts each of the 5 decoded rows once (none of the padding), the .ckpt
+    files are distributed checkpoint folders, and the gathered final checkpoint evaluates like any other."""
     (tmp_path / "fsdp.yaml").write_text(FSDP_OVERLAY)
     result = run_fit(tmp_path, cache, "--config", str(REPO / "configs" / "sft_fsdp.yaml"),
                      "--config", "fsdp.yaml", "--model.init_args.backbone.gradient_checkpointing", "false")
@@ -194,4 +203,12 @@ def test_fsdp2_two_cpu_processes_through_the_cli(tmp_path, cache):
     assert len({record["row"] for record in records}) == len(records) == 5
     assert column(metrics_rows(tmp_path, "fsdp_run"), "val/loss")
     assert column(metrics_rows(tmp_path, "fsdp_run"), "val/hr@5")
-    assert not (tmp_path / "fsdp_run" / "final_checkpoint").exists()
+    from rec_lightning.modules.sharding import is_distributed_checkpoint
+
+    (last,) = (tmp_path / "fsdp_run").rglob("last.ckpt")
+    assert is_distributed_checkpoint(last)
+    final = tmp_path / "fsdp_run" / "final_checkpoint"
+    assert json.loads((final / "rec_lightning.json").read_text())["format"] == "full"
+    run_cli("evaluate", "--checkpoint", str(final), "--split", "valid", "--limit", "5", "--num_beams", "5",
+            "--batch_size", "5", "--accelerator", "cpu", "--output", "eval", cwd=tmp_path, cache=cache, check=True)
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["count"] == 5

@@ -127,3 +127,17 @@ def test_other_models_fall_back_to_per_beam_caches_and_shared_says_why():
     sliding = tiny_qwen(seed=0)
     sliding.config.use_sliding_window = True
     assert "sliding-window" in shared_cache.unsupported_reason(sliding)
+
+
+def test_a_model_sharded_with_fsdp2_keeps_the_shared_path(model):
+    """``fully_shard`` swaps the class for a generated ``FSDP<Name>(FSDPModule, <Name>)``: still supported."""
+    import copy
+
+    from torch.distributed.fsdp import FSDPModule
+
+    sharded = copy.deepcopy(model)
+    original = type(sharded)
+    sharded.__class__ = type(f"FSDP{original.__name__}", (FSDPModule, original), {})  # what fully_shard does
+    assert shared_cache.model_class(sharded) is original
+    assert shared_cache.unsupported_reason(sharded) is None
+    assert shared_cache.model_class(model) is original

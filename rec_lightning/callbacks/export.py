@@ -5,6 +5,10 @@ The folder holds the PEFT adapter (or the full model), the extended tokenizer an
 weights of the best ``.ckpt`` of the trainer's ``ModelCheckpoint`` are loaded first (the original's
 ``load_best_model_at_end``). It runs in ``on_fit_end``, after every ``.ckpt`` is written, so the
 best weights never leak into ``last.ckpt``.
+
+Under sharding (``ModelParallelStrategy``) every rank takes part: the best ``.ckpt`` is a folder of
+shards that each rank reads its part of, and the module gathers the full weights onto rank 0, which
+alone writes the folder (the same files as an unsharded run); the other ranks wait at a barrier.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from rec_lightning.errors import ConfigurationError, OutputExistsError
-from rec_lightning.modules.sharding import is_sharded
+from rec_lightning.errors import OutputExistsError
+from rec_lightning.modules.sharding import is_sharded, load_distributed_weights
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +47,6 @@ class FinalCheckpoint(pl.Callback):
         return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "final_checkpoint"
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        model = getattr(pl_module, "model", None)
-        if isinstance(model, torch.nn.Module) and is_sharded(model):  # refuse before training, not after it
-            raise ConfigurationError("FinalCheckpoint cannot yet gather a sharded (ModelParallelStrategy) model "
-                                     "(issue 30): remove rec_lightning.callbacks.export.FinalCheckpoint from "
-                                     "trainer.callbacks, or train with trainer.strategy: ddp")
         self.check_output(trainer, resuming=trainer.ckpt_path is not None)
 
     def check_output(self, trainer: pl.Trainer, resuming: bool) -> None:
@@ -70,13 +69,20 @@ class FinalCheckpoint(pl.Callback):
             raise TypeError(f"{type(pl_module).__name__} has no save_final_checkpoint(directory); FinalCheckpoint "
                             "works with SFTModule and the other rec_lightning training modules")
         best = self._best_checkpoint(trainer)
+        model = getattr(pl_module, "model", None)
+        sharded = isinstance(model, torch.nn.Module) and is_sharded(model)
         if best is not None:
             log.info("final checkpoint: loading the best weights from %s", best)
-            state = torch.load(best, map_location=pl_module.device, weights_only=True)["state_dict"]
-            pl_module.load_trainable_state(state)
-        if trainer.is_global_zero:
-            self.written = pl_module.save_final_checkpoint(self.output_dir(trainer))
-            rank_zero_info(f"final checkpoint written to {self.written}")
+            if sharded:  # a folder of shards: every rank loads its own
+                load_distributed_weights(pl_module, best)
+            else:
+                state = torch.load(best, map_location=pl_module.device, weights_only=True)["state_dict"]
+                pl_module.load_trainable_state(state)
+        if sharded or trainer.is_global_zero:  # sharded: a collective gather, then rank 0 writes
+            written = pl_module.save_final_checkpoint(self.output_dir(trainer))
+            if trainer.is_global_zero:
+                self.written = written
+                rank_zero_info(f"final checkpoint written to {self.written}")
         trainer.strategy.barrier("final_checkpoint")
 
     def _best_checkpoint(self, trainer: pl.Trainer) -> str | None:

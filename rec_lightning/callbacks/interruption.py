@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -72,6 +73,8 @@ class InterruptionCheckpoint(pl.Callback):
             path.parent.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(staging)  # every rank takes part; rank 0 writes
         if trainer.is_global_zero:
+            if path.is_dir():  # a sharded run's checkpoint is a folder (os.replace cannot replace a non-empty one)
+                shutil.rmtree(path)
             os.replace(staging, path)
             command = resume_command(self.argv if self.argv is not None else sys.argv[1:], path)
             message = (f"training was interrupted by SIGTERM at step {trainer.global_step} (epoch {trainer.current_epoch}); "

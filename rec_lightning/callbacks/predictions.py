@@ -7,7 +7,9 @@ end, ``sids``, ``scores``), and writes ``eval_results.json`` and ``metrics.json`
 format to ``<log_dir>/predictions`` (or ``output_dir``). On a SASRec module it ranks every item for
 each row's history and writes the same files as ``baseline --kind sasrec`` (one process: SASRec's
 rankings are not gathered across DDP ranks). The CLI adds this callback to ``predict``
-when the config has none. It never replaces the files of an earlier run: a folder that already holds
+when the config has none. Under sharding (``ModelParallelStrategy``) decoding runs through
+``run_sharded``, and the padding rows that give every rank as many batches are left out of every
+answer and file. It never replaces the files of an earlier run: a folder that already holds
 them is refused before decoding starts, unless ``overwrite`` is set.
 """
 
@@ -24,6 +26,7 @@ from rec_lightning.errors import ConfigurationError, OutputExistsError
 from rec_lightning.evaluation.metrics import DEFAULT_KS
 from rec_lightning.evaluation.ranking import (METRICS_FILE, RankingEvaluator, check_empty_rows, existing_results,
                                              write_results)
+from rec_lightning.modules.sharding import run_sharded
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +109,11 @@ class RankingPredictionWriter(pl.Callback):
             raise TypeError(f"{type(pl_module).__name__} has no causal LM at .model to decode with")
         was_training = model.training
         model.eval()
-        output = self._evaluator.update(model, batch)
+        # sharded: every rank decodes as many batches (padding rows included), with the root's weights gathered
+        output = run_sharded(model, self._evaluator.update, model, batch)
         model.train(was_training)
-        keys = self._evaluator.trie.keys
-        catalog = self._evaluator.catalog
-        sids = [[keys[k] for k in row if k >= 0] for row in output.items.tolist()]
-        first_items = [[catalog.items_with_sid(sid)[0] for sid in row] for row in sids]
-        item_ids = torch.full(output.items.shape, -1, dtype=torch.long)
-        for number, row in enumerate(first_items):
-            item_ids[number, : len(row)] = torch.tensor(row, dtype=torch.long)
-        return {"index": batch["index"].cpu(), "item_ids": item_ids, "sids": sids, "scores": output.scores.cpu()}
+        index = batch["index"] if "index" in batch else torch.arange(output.items.shape[0])
+        return ranked_rows(output.items, output.scores, index, self._evaluator.trie.keys, self._evaluator.catalog)
 
     def _predict_items(self, pl_module: pl.LightningModule, batch: dict, batch_idx: int) -> dict[str, Any]:
         """SASRec: every item scored after the row's history, ranked as ``baseline --kind sasrec`` ranks them."""
@@ -158,6 +156,32 @@ class RankingPredictionWriter(pl.Callback):
         hooks = (self._predict_step, self._predict_items)
         if stage == "predict" and getattr(pl_module, "predict_step_fn", None) in hooks:
             pl_module.predict_step_fn = None
+
+
+def ranked_rows(items: torch.Tensor, scores: torch.Tensor, index: torch.Tensor, keys: Sequence[str],
+                catalog) -> dict[str, Any]:
+    """``predict_step``'s answer for the real rows of a decoded batch; padding rows (``index`` -1) are dropped.
+
+    Args:
+        items: ``[B, N]`` trie keys of each row's ranked items, -1 past the end.
+        scores: ``[B, N]`` their scores.
+        index: ``[B]`` dataset index of each row; -1 marks a padding row (equal batches per rank under sharding,
+            :class:`~rec_lightning.data.sampling.PaddedRows`).
+        keys: the trie's SID string of each key.
+        catalog: the :class:`~rec_lightning.sids.codec.ItemCatalog` (``items_with_sid``).
+
+    Returns:
+        ``index`` ``[R]``, ``item_ids`` ``[R, N]`` (the first item of each SID, -1 past the end), ``sids`` (R lists of
+        SID strings) and ``scores`` ``[R, N]``, for the ``R`` real rows, on the CPU.
+    """
+    real = index.cpu() >= 0  # [B]
+    items, scores, index = items.cpu()[real], scores.cpu()[real], index.cpu()[real]
+    sids = [[keys[k] for k in row if k >= 0] for row in items.tolist()]
+    item_ids = torch.full(items.shape, -1, dtype=torch.long)  # [R, N]
+    for number, row in enumerate(sids):
+        if row:
+            item_ids[number, : len(row)] = torch.tensor([catalog.items_with_sid(sid)[0] for sid in row], dtype=torch.long)
+    return {"index": index, "item_ids": item_ids, "sids": sids, "scores": scores}
 
 
 def _is_item_scorer(pl_module: pl.LightningModule) -> bool:

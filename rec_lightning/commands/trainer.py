@@ -6,7 +6,9 @@
 * ``--ckpt_path`` works for every rec_lightning module: LightningCLI re-parses a checkpoint's
   hyper-parameters as the model's arguments, and ours are stored as plain dicts (loadable with
   ``torch.load(weights_only=True)``), so they are given the class path recorded in the checkpoint
-  (``checkpoint["rec_lightning"]["class_path"]``, else the config's ``model.class_path``).
+  (``checkpoint["rec_lightning"]["class_path"]``, else the config's ``model.class_path``). A sharded
+  (``ModelParallelStrategy``) run's ``.ckpt`` is a folder of shards: it is accepted when it is a
+  Lightning distributed checkpoint (``meta.pt`` + the shard index), else refused naming the folder.
 * a recipe that asks for a GPU on a machine without one fails before anything is built (no empty
   logger run), with the fix;
 * ``fit`` always has :class:`~rec_lightning.callbacks.interruption.InterruptionCheckpoint`, so
@@ -63,6 +65,11 @@ def checkpoint_model_arguments(ckpt_path: str | Path, config_class_path: str | N
     """
     fix = ("Fix: pass a .ckpt file written by this run (e.g. OUTPUT/logs/version_0/checkpoints/last.ckpt); a file "
            "cut short by a crash cannot be resumed, use an older one")
+    if Path(ckpt_path).is_dir():  # a sharded run's .ckpt: shards + meta.pt (the hyper-parameters and loop states)
+        from rec_lightning.modules.sharding import DISTRIBUTED_CHECKPOINT_META
+
+        check_distributed_checkpoint(ckpt_path)
+        ckpt_path = Path(ckpt_path) / DISTRIBUTED_CHECKPOINT_META
     if not zipfile.is_zipfile(ckpt_path):  # torch.load can hang on arbitrary bytes instead of failing
         raise CorruptFileError(f"{ckpt_path}: not a readable Lightning checkpoint (not a torch zip archive). {fix}")
     try:
@@ -84,6 +91,23 @@ def checkpoint_model_arguments(ckpt_path: str | Path, config_class_path: str | N
                                  f"{config_class_path}. Fix: pass the config of the run that wrote the checkpoint "
                                  "(saved beside it as config.yaml)")
     return {"class_path": class_path, "init_args": hparams}
+
+
+def check_distributed_checkpoint(path: str | Path) -> None:
+    """Raise unless the folder ``path`` is a distributed checkpoint written by a sharded (``ModelParallelStrategy``) run.
+
+    Raises:
+        ConfigurationError: naming the folder, what a distributed checkpoint holds, and the fix.
+    """
+    from rec_lightning.modules.sharding import (DISTRIBUTED_CHECKPOINT_INDEX, DISTRIBUTED_CHECKPOINT_META,
+                                                is_distributed_checkpoint)
+
+    if not is_distributed_checkpoint(path):
+        raise ConfigurationError(
+            f"--ckpt_path {path}: a folder, but not a Lightning distributed checkpoint (it lacks "
+            f"{DISTRIBUTED_CHECKPOINT_META} or the shard index {DISTRIBUTED_CHECKPOINT_INDEX}). Fix: pass a .ckpt file, "
+            "or the .ckpt folder a sharded (ModelParallelStrategy) run wrote, e.g. "
+            "OUTPUT/logs/version_0/checkpoints/last.ckpt; a folder cut short by a crash cannot be resumed, use an older one")
 
 
 def _short(class_path: str) -> str:
@@ -217,7 +241,7 @@ class RecLightningCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path")
         if not ckpt_path:
             return
-        if not Path(ckpt_path).is_file():
+        if not Path(ckpt_path).exists():
             raise ConfigurationError(f"--ckpt_path {ckpt_path}: no such checkpoint file. Fix: pass an existing .ckpt "
                                      "(the ModelCheckpoint folder, e.g. OUTPUT/logs/version_0/checkpoints/last.ckpt)")
         model = self.config[subcommand].get("model")

@@ -18,7 +18,8 @@ trie allows (``[B, N, fanout]``), so no ``[B * N, vocabulary]`` tensor is ever h
 
 Supported models (anything else falls back to the per-beam path): ``Qwen2ForCausalLM``,
 ``Qwen3ForCausalLM`` and ``LlamaForCausalLM``, bare or PEFT-wrapped (LoRA, trainable tokens),
-with ``sdpa`` or ``eager`` attention and no sliding-window layers; these compute
+also sharded with FSDP2 (decode them through ``run_sharded``), with ``sdpa`` or ``eager`` attention
+and no sliding-window layers; these compute
 ``logits = lm_head(decoder(...))`` and accept a custom 4D mask as-is. Memory grows as
 ``B * (L + S * N)`` cached positions plus ``S * B * N * (L + S * N)`` mask booleans; time as today's
 path (every beam still attends to the same keys).
@@ -36,15 +37,26 @@ SUPPORTED_ATTENTION = ("sdpa", "eager")
 HEAD_CHUNK_ELEMENTS = 2 ** 26  # logits per head chunk: 256 MB in float32, whatever the vocabulary
 
 
+def model_class(module: torch.nn.Module) -> type:
+    """``module``'s own class, seen through FSDP2's wrapper: ``fully_shard`` swaps a module's class for a generated
+    ``FSDP<Name>`` subclass of ``(FSDPModule, <Name>)``, whose name and module are no longer transformers'."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch built without distributed support: nothing can be sharded
+        return type(module)
+    return next(cls for cls in type(module).__mro__ if not issubclass(cls, FSDPModule))
+
+
 def unsupported_reason(model: torch.nn.Module) -> str | None:
     """Why the shared prompt cache cannot run ``model`` (``None`` when it can)."""
     peft_config = getattr(model, "active_peft_config", None)
     if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
         return "a PEFT prompt-learning adapter (prompt/prefix tuning) adds virtual tokens the shared path would drop"
     base = base_model(model)
-    name = type(base).__name__
-    if name not in SUPPORTED_CLASSES or not type(base).__module__.startswith("transformers.models."):
-        return f"{type(base).__module__}.{name} is not one of transformers' {', '.join(SUPPORTED_CLASSES)}"
+    cls = model_class(base)
+    name = cls.__name__
+    if name not in SUPPORTED_CLASSES or not cls.__module__.startswith("transformers.models."):
+        return f"{cls.__module__}.{name} is not one of transformers' {', '.join(SUPPORTED_CLASSES)}"
     config = base.config
     attention = getattr(config, "_attn_implementation", None)
     if attention not in SUPPORTED_ATTENTION:

@@ -244,6 +244,10 @@ class GRPOModule(pl.LightningModule):
         if self.model is None:
             self._build_from_datamodule()
         if self.device_mesh is not None and not is_sharded(self.model):  # FSDP2 over the data-parallel ranks
+            if any(type(callback).__name__ == "FinalCheckpoint" for callback in self.trainer.callbacks):
+                raise ConfigurationError("the final checkpoint of a sharded (ModelParallelStrategy) GRPO run is not "
+                                         "written yet (issue 30): remove rec_lightning.callbacks.export.FinalCheckpoint "
+                                         "from trainer.callbacks (configs/grpo_fsdp.yaml does), or use trainer.strategy: ddp")
             units = shard_policy(self.model, self.reference_copy, self.device_mesh, self.sharding_options,
                                  self.ref_sync_steps)
             rank_zero_info(f"GRPO: sharded with FSDP2 in {units} units over {self.trainer.world_size} processes")

@@ -6,6 +6,9 @@ path. Logits are computed only at response positions (prompts are ~95% of a next
 tokens), which saves the full ``[B, L, V]`` logits tensor. Lightning ``.ckpt`` files keep only the
 trainable weights (plus optimizer, scheduler and RNG states); the frozen base is rebuilt
 deterministically, so resuming from an end-of-epoch checkpoint reproduces an uninterrupted run.
+Under sharding (``ModelParallelStrategy``) a ``.ckpt`` is a folder of per-rank shards that holds every
+weight (Lightning's distributed load needs each key of the model), and the final checkpoint is
+gathered onto rank 0 (:meth:`SFTModule.save_final_checkpoint`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from rec_lightning.modules.export import CheckpointMismatchError, build_metadata
 from rec_lightning.modules.lora import FinetuneMode, LoraOptions, apply_finetuning, count_parameters, unwrap_base
 from rec_lightning.modules.optim import OptimizerOptions, build_optimizer, time_budget_fraction
 from rec_lightning.modules.sft_loss import LossOptions, sid_level_token_weights
-from rec_lightning.modules.sharding import ShardingOptions, is_sharded, run_sharded, shard_model
+from rec_lightning.modules.sharding import ShardingOptions, gather_full_state, is_sharded, run_sharded, shard_model
 from rec_lightning.prompts import NEXT_ITEM
 
 #: ``test_step(module, batch, batch_idx)`` hook; the ranking evaluation registers one (see ``test_step``).
@@ -284,8 +287,9 @@ class SFTModule(pl.LightningModule):
         return {name for name, parameter in self.named_parameters() if parameter.requires_grad}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        keep = self.trainable_state_keys()
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        if not is_sharded(self.model):  # sharded: every key, each rank its shards (a distributed load needs them all)
+            keep = self.trainable_state_keys()
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         # class_path: LightningCLI's --ckpt_path re-parses the hyper-parameters as this class's arguments
         checkpoint["rec_lightning"] = {"sid_token_ids": list(self.sid_token_ids), "rng": _rng_states(),
                                        "class_path": f"{type(self).__module__}.{type(self).__qualname__}"}
@@ -295,7 +299,10 @@ class SFTModule(pl.LightningModule):
             raise RuntimeError("build the model before loading a checkpoint into SFTModule: resume with "
                                "Trainer.fit(module, datamodule, ckpt_path=...), or call module.build(tokenizer, "
                                "sid_tokens) and then load_state_dict")
-        expected, found = self.trainable_state_keys(), set(checkpoint["state_dict"])
+        # sharded: a distributed checkpoint arrives without "state_dict", the strategy has loaded every key already
+        sharded = is_sharded(self.model) and "state_dict" not in checkpoint
+        expected = self.trainable_state_keys()
+        found = expected if sharded else set(checkpoint["state_dict"])
         if expected != found:
             missing, unexpected = sorted(expected - found), sorted(found - expected)
             raise CheckpointMismatchError(f"the checkpoint does not fit this model ({self.finetune} mode): missing "
@@ -324,13 +331,29 @@ class SFTModule(pl.LightningModule):
                               self.embedding_rows, self.sid_index_checksum, stage="sft", **self.data_settings)
 
     def save_final_checkpoint(self, directory: str | Path) -> Path:
-        """Write the PEFT adapter (or full model), tokenizer, ``rec_lightning.json`` and the item catalog to ``directory``."""
-        if is_sharded(self.model):
-            raise ConfigurationError("the final checkpoint of a sharded (ModelParallelStrategy) run is not written yet "
-                                     "(issue 30): remove rec_lightning.callbacks.export.FinalCheckpoint from "
-                                     "trainer.callbacks, or train with trainer.strategy: ddp")
-        return save_final_checkpoint(self.model, self.tokenizer, directory, self.final_checkpoint_metadata(),
+        """Write the PEFT adapter (or full model), tokenizer, ``rec_lightning.json`` and the item catalog to ``directory``.
+
+        Sharded (``ModelParallelStrategy``): a collective, every rank calls it. The full state is gathered
+        onto rank 0's CPU, loaded into an unsharded copy of the model built as :meth:`build` builds it, and
+        written by rank 0 only, in the same format as an unsharded run; other ranks return at once (callers
+        then meet at a barrier). Rank 0 needs host memory for about twice the float32 model.
+        """
+        model = self.model
+        if is_sharded(model):
+            state = gather_full_state(model)  # [every key] full tensors on rank 0, {} elsewhere
+            if torch.distributed.get_rank() != 0:
+                return Path(directory)
+            model = self._unsharded_copy(state)
+        return save_final_checkpoint(model, self.tokenizer, directory, self.final_checkpoint_metadata(),
                                      catalog=self.catalog)
+
+    def _unsharded_copy(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """A plain (unsharded) model built like :meth:`build`'s, holding ``state`` (every key, strict)."""
+        base = build_backbone(self.backbone_options, self.tokenizer)
+        add_sid_tokens(base, self.tokenizer, self.sid_tokens, keep_existing_sid_rows=self.backbone_options.from_scratch)
+        model = apply_finetuning(base, self.finetune, self.lora_options, self.sid_token_ids)
+        model.load_state_dict(state, strict=True)
+        return model
 
 
 def _rng_states() -> dict[str, Any]:

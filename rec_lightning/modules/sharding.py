@@ -128,3 +128,51 @@ def run_sharded(model: torch.nn.Module, fn: Callable[..., Any], *args: Any, **kw
 
 def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return fn(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------- checkpoints (issue 30, item 3)
+#: the file Lightning's ``ModelParallelStrategy`` writes beside the shards of a distributed checkpoint
+DISTRIBUTED_CHECKPOINT_META = "meta.pt"
+#: the index ``torch.distributed.checkpoint`` writes into every distributed checkpoint folder
+DISTRIBUTED_CHECKPOINT_INDEX = ".metadata"
+
+
+def gather_full_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and persistent buffer of a sharded ``model``, gathered whole onto rank 0's CPU.
+
+    A collective: every rank must call it. Rank 0 gets ``{name: full tensor}`` (the names of
+    ``model.state_dict()``, float32 master weights on CPU, one layer gathered at a time), every other rank
+    ``{}``. Rank 0 therefore needs host memory for the whole model (4 bytes per parameter in float32).
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def is_distributed_checkpoint(path) -> bool:
+    """True when ``path`` is a folder written by ``ModelParallelStrategy.save_checkpoint`` (``meta.pt`` + shards)."""
+    from pathlib import Path
+
+    path = Path(path)
+    return path.is_dir() and (path / DISTRIBUTED_CHECKPOINT_META).is_file() and \
+        (path / DISTRIBUTED_CHECKPOINT_INDEX).is_file()
+
+
+def load_distributed_weights(module: torch.nn.Module, path) -> None:
+    """Load the model weights of a distributed checkpoint folder into the sharded ``module`` (a collective).
+
+    ``module`` is the LightningModule the checkpoint was saved from (its ``state_dict`` names); each rank
+    reads only its own shards. Optimizer states in the folder are left alone.
+
+    Raises:
+        ConfigurationError: ``path`` is not a distributed checkpoint folder.
+    """
+    from torch.distributed.checkpoint import load
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    if not is_distributed_checkpoint(path):
+        raise ConfigurationError(f"{path} is not a distributed checkpoint folder (a ModelParallelStrategy .ckpt "
+                                 f"holds {DISTRIBUTED_CHECKPOINT_META} and {DISTRIBUTED_CHECKPOINT_INDEX})")
+    state = {"state_dict": get_model_state_dict(module)}
+    load(state, checkpoint_id=str(path))
+    set_model_state_dict(module, state["state_dict"])
