@@ -1,5 +1,6 @@
 """GRPO through ``python -m rec_lightning fit``: a SIGTERM-interrupted run resumed with ``--ckpt_path`` ends with the
-uninterrupted run's trainable weights, and Trainer options GRPO cannot honour point to the module's own.
+uninterrupted run's trainable weights, Trainer options GRPO cannot honour point to the module's own, and
+configs/grpo_fsdp.yaml runs GRPO sharded (FSDP2) on two CPU processes.
 
 The GRPO runs start from conftest's shared ``sft_run`` (the quickstart SFT checkpoint), with
 configs/grpo_quickstart.yaml cut to 4 steps and no validation.
@@ -59,4 +60,50 @@ def test_grpo_gradient_clip_val_points_to_the_modules_option(tmp_path, sft_run):
     result = run_cli(*grpo_args(sft_run, tmp_path / "run", "--trainer.gradient_clip_val", "0.5"), cwd=tmp_path)
     assert_clean_error(result, "GRPOModule steps its optimizer itself, so --trainer.gradient_clip_val 0.5",
                        "set --model.max_grad_norm 0.5")
+    assert not (tmp_path / "run" / "final_checkpoint").exists()
+
+
+GRPO_FSDP_OVERLAY = """\
+trainer:
+  accelerator: cpu
+  devices: 2
+  val_check_interval: 2
+  log_every_n_steps: 1
+  limit_val_batches: 2
+  strategy:
+    init_args:
+      data_parallel_size: 2
+  callbacks:
+    - class_path: rec_lightning.callbacks.ranking.RankingEvaluation
+      init_args:
+        num_beams: 5
+        ks: [1, 5]
+        limit: 5                   # rank 0 ranks 3 rows, rank 1 2 rows + 1 masked padding row
+        batch_size: 2
+model:
+  init_args:
+    group:
+      size: 4
+data:
+  init_args:
+    batch_size: 2
+"""
+
+
+@pytest.mark.slow  # 20 s (plus the shared SFT run): two spawned CPU processes
+def test_grpo_fsdp2_two_cpu_processes_through_the_cli(tmp_path, sft_run):
+    """configs/grpo_fsdp.yaml over the quickstart GRPO on two CPU processes (full mode, sharded reference copy):
+    generation, reference log-probs, updates, validation loss and ranking run sharded without a rank hanging."""
+    import csv
+
+    (tmp_path / "fsdp.yaml").write_text(GRPO_FSDP_OVERLAY)
+    result = run_cli(*grpo_args(sft_run, tmp_path / "run", "--config", str(REPO / "configs" / "grpo_fsdp.yaml"),
+                                "--config", "fsdp.yaml"), cwd=tmp_path)
+    assert result.returncode == 0, describe(result)
+    log = result.stdout + result.stderr
+    assert "GRPO: sharded with FSDP2 in" in log and "units over 2 processes" in log, log[-3000:]
+    (metrics,) = (tmp_path / "run" / "logs").glob("version_*/metrics.csv")
+    rows = list(csv.DictReader(metrics.open()))
+    for name in ("train/reward", "train/kl", "val/loss", "val/hr@5"):
+        assert any(row.get(name) for row in rows), (name, rows[:2])
     assert not (tmp_path / "run" / "final_checkpoint").exists()

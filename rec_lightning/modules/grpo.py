@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from rec_lightning.data.collate import unpad_histories
 from rec_lightning.errors import ConfigurationError
@@ -39,11 +40,13 @@ from rec_lightning.generation.logprobs import completion_logprobs
 from rec_lightning.generation.trie import SIDTrie
 from rec_lightning.modules.cf_reward import CollaborativeReward
 from rec_lightning.modules.export import save_final_checkpoint
+from rec_lightning.modules.grpo_sharding import is_throwaway, release_reference, rows_to_regenerate, shard_policy
 from rec_lightning.modules.inference import load_checkpoint
 from rec_lightning.modules.lora import LoraOptions, is_adapter_model, merge_adapter
 from rec_lightning.modules.optim import OptimizerOptions, build_optimizer, time_budget_fraction
 from rec_lightning.modules.reference import PolicyMode, build_policy, reference_model, sync_reference
 from rec_lightning.modules.sft import _as, response_loss_sum
+from rec_lightning.modules.sharding import ShardingOptions, is_sharded, run_sharded
 from rec_lightning.prompts import NEXT_ITEM
 from rec_lightning.rl.losses import LossType, RewardScaling, group_advantages, policy_loss
 from rec_lightning.rl.rewards import RANK_AWARE, REWARDS, SemanticReward, combine_rewards
@@ -149,6 +152,8 @@ class GRPOModule(pl.LightningModule):
         disable_dropout: set every dropout of the policy (attention, hidden, LoRA) to 0, so the
             log-probs of the update and of the KL term are those of the model that generated the
             group, as in the reference (TRL's ``disable_dropout``). Off: the model's own dropout.
+        sharding: FSDP2 settings, used under ``trainer.strategy: ModelParallelStrategy``
+            (:mod:`~rec_lightning.modules.grpo_sharding`); ignored otherwise.
     """
 
     def __init__(
@@ -169,6 +174,7 @@ class GRPOModule(pl.LightningModule):
         share_prompt: bool = True,
         sampling_seed: int = 0,
         disable_dropout: bool = False,
+        sharding: ShardingOptions = ShardingOptions(),
     ) -> None:
         super().__init__()
         self.sft_checkpoint = sft_checkpoint
@@ -187,6 +193,7 @@ class GRPOModule(pl.LightningModule):
         self.share_prompt = share_prompt
         self.sampling_seed = sampling_seed
         self.disable_dropout = disable_dropout
+        self.sharding_options = _as(ShardingOptions, sharding)
         self._check_options()
         self.save_hyperparameters({
             "sft_checkpoint": sft_checkpoint, "finetune": finetune, "lora": dataclasses.asdict(self.lora_options),
@@ -196,6 +203,7 @@ class GRPOModule(pl.LightningModule):
             "optimizer": dataclasses.asdict(self.optimizer_options), "accumulate_grad_batches": accumulate_grad_batches,
             "max_grad_norm": max_grad_norm, "ref_sync_steps": ref_sync_steps, "ref_sync_alpha": ref_sync_alpha,
             "share_prompt": share_prompt, "sampling_seed": sampling_seed, "disable_dropout": disable_dropout,
+            "sharding": dataclasses.asdict(self.sharding_options),
         })
         self.automatic_optimization = False
         self.strict_loading = False
@@ -232,8 +240,19 @@ class GRPOModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ model construction
     def configure_model(self) -> None:
-        if self.model is not None:
-            return
+        """Build the policy from the SFT checkpoint (once), and shard it under ``ModelParallelStrategy``."""
+        if self.model is None:
+            self._build_from_datamodule()
+        if self.device_mesh is not None and not is_sharded(self.model):  # FSDP2 over the data-parallel ranks
+            if any(type(callback).__name__ == "FinalCheckpoint" for callback in self.trainer.callbacks):
+                raise ConfigurationError("the final checkpoint of a sharded (ModelParallelStrategy) GRPO run is not "
+                                         "written yet (issue 30): remove rec_lightning.callbacks.export.FinalCheckpoint "
+                                         "from trainer.callbacks (configs/grpo_fsdp.yaml does), or use trainer.strategy: ddp")
+            units = shard_policy(self.model, self.reference_copy, self.device_mesh, self.sharding_options,
+                                 self.ref_sync_steps)
+            rank_zero_info(f"GRPO: sharded with FSDP2 in {units} units over {self.trainer.world_size} processes")
+
+    def _build_from_datamodule(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None:
             raise RuntimeError("GRPOModule needs a RecDataModule (train_format='prompts') passed to Trainer.fit, or "
@@ -284,12 +303,13 @@ class GRPOModule(pl.LightningModule):
     def _generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
         """``[B, G]`` trie item indices of each prompt's group."""
         trie = self._device_trie(prompt_ids.device)
-        if self.group.mode == "beam":
-            return constrained_beam_search(self.model, prompt_ids, prompt_mask, trie, self.group.size).items
+        if self.group.mode == "beam":  # run_sharded: the shared-cache decoder calls the decoder and head itself
+            return run_sharded(self.model, constrained_beam_search, self.model, prompt_ids, prompt_mask, trie,
+                               self.group.size).items
         if self._generator is None or self._generator.device != prompt_ids.device:
             self._generator = torch.Generator(device=prompt_ids.device).manual_seed(self.sampling_seed + self.global_rank)
-        return constrained_sample(self.model, prompt_ids, prompt_mask, trie, self.group.size, self.group.temperature,
-                                  self._generator).items
+        return run_sharded(self.model, constrained_sample, self.model, prompt_ids, prompt_mask, trie, self.group.size,
+                           self.group.temperature, self._generator).items
 
     @torch.no_grad()
     def rollout(self, batch: dict) -> tuple[Rollout, dict[str, float]]:
@@ -347,12 +367,15 @@ class GRPOModule(pl.LightningModule):
     def _resample_flat_groups(self, items: torch.Tensor, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                               score) -> None:
         """Regenerate (in place) the groups whose rewards are all equal, up to ``max_resample_rounds`` times."""
+        sharded = is_sharded(self.model) and self.trainer.world_size > 1  # the ranks decide together
         for _ in range(self.group.max_resample_rounds):
             _, flat = group_advantages(torch.tensor(score(items).total), self.group.size)
-            if not bool(flat.any()):
+            redo = rows_to_regenerate(flat.to(items.device), self.trainer.strategy if sharded else None)
+            if redo is None:
                 break
-            redo = flat.to(items.device)
-            items[redo] = self._generate(prompt_ids[redo], prompt_mask[redo])
+            drawn = self._generate(prompt_ids[redo], prompt_mask[redo])
+            if not is_throwaway(flat):
+                items[redo] = drawn
 
     @staticmethod
     def _inject_ground_truth(items: torch.Tensor, targets: torch.Tensor) -> None:
@@ -389,8 +412,10 @@ class GRPOModule(pl.LightningModule):
         if not self.loss_options.beta > 0:
             return None
         with reference_model(self.model, self.reference_copy) as reference:
-            return completion_logprobs(reference, prompt_ids, prompt_mask, completions, self.group.size,
-                                       self.share_prompt)
+            ref_logp = run_sharded(reference, completion_logprobs, reference, prompt_ids, prompt_mask, completions,
+                                   self.group.size, self.share_prompt)
+            release_reference(reference, self.model)
+        return ref_logp
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> None:
@@ -435,8 +460,8 @@ class GRPOModule(pl.LightningModule):
                 "lr": optimizer.param_groups[0]["lr"]}
 
     def _loss(self, rollout: Rollout, first_pass: bool):
-        logp = completion_logprobs(self.model, rollout.prompt_ids, rollout.prompt_mask, rollout.completions,
-                                   self.group.size, self.share_prompt)  # [B x G, C]
+        logp = run_sharded(self.model, completion_logprobs, self.model, rollout.prompt_ids, rollout.prompt_mask,
+                           rollout.completions, self.group.size, self.share_prompt)  # [B x G, C]
         if first_pass and self.loss_options.num_iterations > 1:
             rollout.old_logp = logp.detach()
         options = self.loss_options
@@ -453,7 +478,8 @@ class GRPOModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ validation and test
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss_sum, count = response_loss_sum(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        loss_sum, count = run_sharded(self.model, response_loss_sum, self.model, batch["input_ids"],
+                                      batch["attention_mask"], batch["labels"])
         self.log("val/loss", loss_sum / count.clamp(min=1), batch_size=int(count), sync_dist=True, prog_bar=True)
 
     def test_step(self, batch: dict, batch_idx: int) -> Any:
@@ -485,6 +511,11 @@ class GRPOModule(pl.LightningModule):
     def merged_policy(self) -> torch.nn.Module:
         """A plain model with the policy's adapter folded in (a copy; training can go on)."""
         import copy
+
+        if is_sharded(self.model):
+            raise ConfigurationError("the final checkpoint of a sharded (ModelParallelStrategy) GRPO run is not written "
+                                     "yet (issue 30): remove rec_lightning.callbacks.export.FinalCheckpoint from "
+                                     "trainer.callbacks, or train with trainer.strategy: ddp")
 
         return merge_adapter(copy.deepcopy(self.model)) if is_adapter_model(self.model) else self.model
 
