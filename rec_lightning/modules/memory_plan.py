@@ -140,15 +140,23 @@ class Workload:
     num_sid_tokens: int = 560
 
 
-#: the workload of each (mode, stage) in the shipped configs: SFT LoRA micro-batch 32 (sft.yaml; with
-#: checkpointing as sft_7b.yaml and the OOM advice), SFT full micro-batch 8 with checkpointing (sft_full.yaml,
-#: sft_fsdp.yaml), GRPO 4 prompts x G 16 (grpo.yaml), no checkpointing
+#: the workload of each (mode, stage) in the shipped configs: SFT LoRA micro-batch 32 without checkpointing
+#: (sft.yaml), SFT full micro-batch 8 with checkpointing (sft_full.yaml, sft_fsdp.yaml), GRPO 4 prompts x G 16
+#: (grpo.yaml), no checkpointing; 7B LoRA SFT: micro-batch 16 with checkpointing (sft_7b.yaml), see :func:`recipe`
 RECIPES = {
-    ("lora", "sft"): Workload(micro_batch=32, checkpointing=True),
+    ("lora", "sft"): Workload(micro_batch=32),
     ("full", "sft"): Workload(micro_batch=8, checkpointing=True),
     ("lora", "grpo"): Workload(micro_batch=4),
     ("full", "grpo"): Workload(micro_batch=4),
 }
+SFT_7B_LORA = Workload(micro_batch=16, checkpointing=True)  #: configs/sft_7b.yaml
+
+
+def recipe(shape: "ModelShape", mode: Mode, stage: Stage) -> Workload:
+    """The shipped configs' workload for this model, mode and stage."""
+    if shape.name == QWEN25["7b"].name and (mode, stage) == ("lora", "sft"):
+        return SFT_7B_LORA
+    return RECIPES[(mode, stage)]
 
 
 @dataclass(frozen=True)
@@ -210,7 +218,7 @@ def memory_plan(shape: ModelShape | str, mode: Mode, stage: Stage, strategy: Str
         stage: ``sft`` or ``grpo`` (full: + a frozen float32 reference copy; LoRA: adapter-off reference).
         strategy: ``ddp`` (a replica per GPU) or ``fsdp2`` (sharded over ``gpus`` processes).
         gpus: processes = devices x nodes (``data_parallel_size`` under FSDP2); DDP's memory does not depend on it.
-        work: the micro-batch; default :data:`RECIPES` ``[(mode, stage)]``.
+        work: the micro-batch; default :func:`recipe` (the shipped configs').
 
     Raises:
         ConfigurationError: an unknown model, mode, stage or strategy, or ``gpus`` < 1.
@@ -224,7 +232,7 @@ def memory_plan(shape: ModelShape | str, mode: Mode, stage: Stage, strategy: Str
                                  f"{stage!r}, {strategy!r}")
     if gpus < 1:
         raise ConfigurationError(f"gpus (devices x nodes) must be at least 1, got {gpus}")
-    work = work or RECIPES[(mode, stage)]
+    work = work or recipe(shape, mode, stage)
     P = shape.parameters
     lora_layer = shape.lora_parameters(work.lora_r) // shape.layers
     sid_rows = shape.sid_row_parameters(work.num_sid_tokens)
@@ -253,7 +261,7 @@ def recommended_strategy(shape: ModelShape | str, mode: Mode, stage: Stage, gpus
 def strategy_table(gpu_gb: float = 80.0, gpus_per_node: int = 8, nodes: tuple[int, ...] = (1, 2)) -> str:
     """A Markdown table: GB per GPU under DDP and FSDP2 for every Qwen2.5 size x mode x stage, and the choice.
 
-    The workloads are :data:`RECIPES`; a cell is marked ``no`` when it exceeds ``gpu_gb`` less :data:`HEADROOM`.
+    The workloads are the shipped configs' (:func:`recipe`); a cell is marked ``no`` when it exceeds ``gpu_gb`` less :data:`HEADROOM`.
     """
     limit = gpu_gb * (1 - HEADROOM)
     header = ["model", "parameters", "mode", "stage", "DDP"] + \
@@ -271,9 +279,9 @@ def strategy_table(gpu_gb: float = 80.0, gpus_per_node: int = 8, nodes: tuple[in
                              + " | ".join(cells) + f" | {use.upper() if use != 'fsdp2' else 'FSDP2'} |")
     lines.append("")
     lines.append(f"GB per GPU (10^9 bytes), planned by `rec_lightning/modules/memory_plan.py` for {gpu_gb:g} GB GPUs, "
-                 f"{gpus_per_node} per node; \"(no)\": above {limit:g} GB ({HEADROOM:.0%} kept free). Micro-batches "
-                 "of the shipped configs: SFT LoRA 32 and full 8 examples of 264 tokens with activation "
-                 "checkpointing, GRPO 4 prompts x 16 completions without.")
+                 f"{gpus_per_node} per node; \"(no)\": above {limit:g} GB ({HEADROOM:.0%} kept free). The shipped configs' "
+                 "micro-batches of 264-token examples: SFT LoRA 32 (7B: 16 with activation checkpointing), SFT full "
+                 "8 with checkpointing, GRPO 4 prompts x 16 completions without.")
     return "\n".join(lines)
 
 
