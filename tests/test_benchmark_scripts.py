@@ -71,3 +71,16 @@ def test_sid_quality_smoke_mode_builds_fits_evaluates_tabulates_and_resumes(tmp_
     assert again.stdout.count("done before") == 3 and "(built before)" in again.stdout
     assert "[shipped seed 1] evaluate (the fit finished before)" in again.stdout
     assert "rec_lightning fit " not in again.stdout and "rec_lightning build-sids" not in again.stdout
+
+
+@pytest.mark.slow
+def test_gpu_fsdp_smoke_mode_trains_under_ddp_and_fsdp2_on_two_cpu_processes(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_fsdp.py"), "--smoke"],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "| strategy | GPUs | tokens/s | peak memory per GPU | planned GB per GPU |" in out and "device: CPU (gloo)" in out
+    for strategy in ("ddp", "fsdp2"):
+        row = next(line for line in out.splitlines() if line.startswith(f"| {strategy} | 2 | "))
+        assert "(peak RSS)" in row and "failed" not in row, row
