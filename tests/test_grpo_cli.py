@@ -80,6 +80,9 @@ trainer:
         ks: [1, 5]
         limit: 5                   # rank 0 ranks 3 rows, rank 1 2 rows + 1 masked padding row
         batch_size: 2
+    - class_path: rec_lightning.callbacks.export.FinalCheckpoint
+      init_args:
+        use_best: false
 model:
   init_args:
     group:
@@ -93,8 +96,10 @@ data:
 @pytest.mark.slow  # 20 s (plus the shared SFT run): two spawned CPU processes
 def test_grpo_fsdp2_two_cpu_processes_through_the_cli(tmp_path, sft_run):
     """configs/grpo_fsdp.yaml over the quickstart GRPO on two CPU processes (full mode, sharded reference copy):
-    generation, reference log-probs, updates, validation loss and ranking run sharded without a rank hanging."""
+    generation, reference log-probs, updates, validation loss and ranking run sharded without a rank hanging, and
+    the final checkpoint is gathered."""
     import csv
+    import json
 
     (tmp_path / "fsdp.yaml").write_text(GRPO_FSDP_OVERLAY)
     result = run_cli(*grpo_args(sft_run, tmp_path / "run", "--config", str(REPO / "configs" / "grpo_fsdp.yaml"),
@@ -106,4 +111,5 @@ def test_grpo_fsdp2_two_cpu_processes_through_the_cli(tmp_path, sft_run):
     rows = list(csv.DictReader(metrics.open()))
     for name in ("train/reward", "train/kl", "val/loss", "val/hr@5"):
         assert any(row.get(name) for row in rows), (name, rows[:2])
-    assert not (tmp_path / "run" / "final_checkpoint").exists()
+    metadata = json.loads((tmp_path / "run" / "final_checkpoint" / "rec_lightning.json").read_text())
+    assert (metadata["format"], metadata["stage"]) == ("full", "grpo")  # gathered onto rank 0, merged as under DDP

@@ -40,7 +40,8 @@ from rec_lightning.generation.logprobs import completion_logprobs
 from rec_lightning.generation.trie import SIDTrie
 from rec_lightning.modules.cf_reward import CollaborativeReward
 from rec_lightning.modules.export import save_final_checkpoint
-from rec_lightning.modules.grpo_sharding import is_throwaway, release_reference, rows_to_regenerate, shard_policy
+from rec_lightning.modules.grpo_sharding import (gathered_policy, is_throwaway, release_reference, rows_to_regenerate,
+                                                 shard_policy)
 from rec_lightning.modules.inference import load_checkpoint
 from rec_lightning.modules.lora import LoraOptions, is_adapter_model, merge_adapter
 from rec_lightning.modules.optim import OptimizerOptions, build_optimizer, time_budget_fraction
@@ -244,10 +245,6 @@ class GRPOModule(pl.LightningModule):
         if self.model is None:
             self._build_from_datamodule()
         if self.device_mesh is not None and not is_sharded(self.model):  # FSDP2 over the data-parallel ranks
-            if any(type(callback).__name__ == "FinalCheckpoint" for callback in self.trainer.callbacks):
-                raise ConfigurationError("the final checkpoint of a sharded (ModelParallelStrategy) GRPO run is not "
-                                         "written yet (issue 30): remove rec_lightning.callbacks.export.FinalCheckpoint "
-                                         "from trainer.callbacks (configs/grpo_fsdp.yaml does), or use trainer.strategy: ddp")
             units = shard_policy(self.model, self.reference_copy, self.device_mesh, self.sharding_options,
                                  self.ref_sync_steps)
             rank_zero_info(f"GRPO: sharded with FSDP2 in {units} units over {self.trainer.world_size} processes")
@@ -508,19 +505,21 @@ class GRPOModule(pl.LightningModule):
     def load_trainable_state(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.load_state_dict(state_dict, strict=False)
 
-    def merged_policy(self) -> torch.nn.Module:
-        """A plain model with the policy's adapter folded in (a copy; training can go on)."""
+    def merged_policy(self) -> torch.nn.Module | None:
+        """A plain model with the policy's adapter folded in (a copy; training can go on). Sharded: a collective,
+        rank 0 gets the gathered policy (:func:`~rec_lightning.modules.grpo_sharding.gathered_policy`), others None."""
         import copy
 
         if is_sharded(self.model):
-            raise ConfigurationError("the final checkpoint of a sharded (ModelParallelStrategy) GRPO run is not written "
-                                     "yet (issue 30): remove rec_lightning.callbacks.export.FinalCheckpoint from "
-                                     "trainer.callbacks, or train with trainer.strategy: ddp")
-
+            return gathered_policy(self)
         return merge_adapter(copy.deepcopy(self.model)) if is_adapter_model(self.model) else self.model
 
     def save_final_checkpoint(self, directory: str | Path) -> Path:
-        """Write the policy as a full model (the merged SFT + RL weights), tokenizer and metadata."""
+        """Write the policy as a full model (the merged SFT + RL weights), tokenizer and metadata. Sharded: a
+        collective; rank 0 writes the same folder as an unsharded run, other ranks return (then meet at a barrier)."""
+        policy = self.merged_policy()
+        if policy is None:  # a sharded rank other than 0
+            return Path(directory)
         metadata = {**self._sft_metadata, "stage": "grpo", "sft_checkpoint": str(self.sft_checkpoint),
                     "grpo": {k: v for k, v in self.hparams.items() if k != "sft_checkpoint"}}
-        return save_final_checkpoint(self.merged_policy(), self.tokenizer, directory, metadata, catalog=self.catalog)
+        return save_final_checkpoint(policy, self.tokenizer, directory, metadata, catalog=self.catalog)

@@ -16,6 +16,9 @@ does differently when its policy is sharded (issue 30).
   :func:`~rec_lightning.modules.sharding.run_sharded` (the shared-cache decoder and the loss call the
   decoder and the head directly, outside the root's ``forward``); the reference copy's root weights
   are freed again after each of its (gradient-free) forwards (:func:`release_reference`).
+* The final checkpoint (:func:`gathered_policy`) is gathered onto rank 0, which rebuilds the policy from the
+  SFT checkpoint as :meth:`~rec_lightning.modules.grpo.GRPOModule.build` does, loads the gathered weights
+  and writes the same merged folder as an unsharded run.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from __future__ import annotations
 import torch
 
 from rec_lightning.errors import ConfigurationError
-from rec_lightning.modules.sharding import ShardingOptions, is_sharded, shard_model
+from rec_lightning.modules.lora import merge_adapter
+from rec_lightning.modules.sharding import ShardingOptions, gather_full_state, is_sharded, shard_model
 
 
 def shard_policy(policy: torch.nn.Module, reference_copy: torch.nn.Module | None, mesh,
@@ -83,3 +87,26 @@ def rows_to_regenerate(flat: torch.Tensor, strategy=None) -> torch.Tensor | None
 def is_throwaway(flat: torch.Tensor) -> bool:
     """True when :func:`rows_to_regenerate` picked a row only to keep the sharded ranks in step."""
     return not bool(flat.any())
+
+
+def gathered_policy(module) -> torch.nn.Module | None:
+    """The sharded policy of a ``GRPOModule`` as a plain model with its adapter merged, on rank 0 (a collective).
+
+    Every rank gathers (:func:`~rec_lightning.modules.sharding.gather_full_state`: the full state onto
+    rank 0's CPU); rank 0 then rebuilds the policy from ``module.sft_checkpoint`` as ``GRPOModule.build``
+    does (same mode, LoRA settings and SID rows, so the same state-dict names and dtypes), loads the
+    gathered state into it (strict) and folds the adapter in, as ``merged_policy`` does unsharded.
+    Other ranks get None. Rank 0 needs host memory for about twice the policy (the rebuilt copy and the
+    gathered state); the frozen reference copy is not gathered.
+    """
+    from rec_lightning.modules.export import load_for_inference
+    from rec_lightning.modules.reference import build_policy
+
+    state = gather_full_state(module.model)  # [every key] full tensors on rank 0, {} elsewhere
+    if torch.distributed.get_rank() != 0:
+        return None
+    sft_model, _, _ = load_for_inference(module.sft_checkpoint, catalog=module.catalog)
+    sid_token_ids = module.tokenizer.convert_tokens_to_ids(module.catalog.sid_tokens)
+    policy, _ = build_policy(sft_model, module.finetune, module.lora_options, sid_token_ids, need_reference=False)
+    policy.load_state_dict(state, strict=True)
+    return merge_adapter(policy)

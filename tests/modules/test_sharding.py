@@ -5,6 +5,8 @@ Two forked workers each run ``Trainer(strategy=ModelParallelStrategy(data_parall
 for one optimizer step on a 4-row batch: rank r gets rows r and r + 2. Every row has 4 response
 tokens, so the mean of the two ranks' token-mean losses is the 4-row loss, and FSDP2's averaged
 gradients are the 4-row gradient: the updated weights must equal one process's step on all 4 rows.
+The same runs count each process's bytes of parameters, gradients and AdamW moments (local shards):
+sharded over two processes, each holds about half of what one process holds.
 """
 
 from __future__ import annotations
@@ -43,14 +45,32 @@ def _rows(module: SFTModule) -> list[dict[str, torch.Tensor]]:
     return [{key: value[i] for key, value in batch.items()} for i in range(4)]
 
 
-def _fit_one_step(module: SFTModule, rows, batch_size: int, **trainer_args) -> list[float]:
+def _local_bytes(tensor: torch.Tensor) -> int:
+    """Bytes this process holds of ``tensor``: its local shard for a DTensor."""
+    from torch.distributed.tensor import DTensor
+
+    local = tensor.to_local() if isinstance(tensor, DTensor) else tensor
+    return local.numel() * local.element_size()
+
+
+def _fit_one_step(module: SFTModule, rows, batch_size: int, state_bytes: dict | None = None,
+                  **trainer_args) -> list[float]:
+    """One optimizer step; fills ``state_bytes`` with this process's parameter, gradient and AdamW-moment bytes."""
     import lightning.pytorch as pl
 
     losses: list[float] = []
+    state_bytes = {} if state_bytes is None else state_bytes
 
     class Losses(pl.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):  # gradients reduced, not yet freed
+            parameters = list(pl_module.model.parameters())
+            state_bytes["parameters"] = sum(_local_bytes(p) for p in parameters)
+            state_bytes["gradients"] = sum(_local_bytes(p.grad) for p in parameters if p.grad is not None)
+
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append(float(outputs["loss"]))
+            states = trainer.optimizers[0].state.values()
+            state_bytes["optimizer"] = sum(_local_bytes(s[k]) for s in states for k in ("exp_avg", "exp_avg_sq"))
 
     trainer = pl.Trainer(max_steps=1, accelerator="cpu", precision="32-true", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -76,10 +96,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     for mode in MODES:
         module = _module(mode)
         strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
-        losses = _fit_one_step(module, _rows(module), 2, devices=2, strategy=strategy)
+        state_bytes = {}
+        losses = _fit_one_step(module, _rows(module), 2, state_bytes, devices=2, strategy=strategy)
         assert is_sharded(module.model)
         weights = _trainable(module)  # collective: every rank gathers
         results[mode] = losses
+        results[f"{mode}/bytes"] = state_bytes
         if rank == 0:
             torch.save(weights, f"{out_dir}/{mode}.pt")
     with open(f"{out_dir}/losses{rank}.json", "w") as handle:
@@ -98,8 +120,17 @@ def test_two_process_fsdp2_step_equals_one_process(tmp_path):
     for mode in MODES:
         module = _module(mode)
         before = _trainable(module)
-        single = _fit_one_step(module, _rows(module), 4, devices=1)
+        single_bytes = {}
+        single = _fit_one_step(module, _rows(module), 4, single_bytes, devices=1)
         expected = _trainable(module)
+        if mode == "full":  # memory: each of 2 processes holds about half of the parameter + gradient + AdamW bytes
+            # measured (float32, 28,960 parameters): one process 115,840 B parameters + 115,840 gradients + 231,680
+            # AdamW moments = 463,360 B; each of 2 processes 57,920 + 57,920 + 115,840 = 231,680 B (ratio 0.500)
+            assert set(single_bytes) == {"parameters", "gradients", "optimizer"} and single_bytes["optimizer"] > 0
+            total = sum(single_bytes.values())
+            for rank in range(2):
+                ratio = sum(per_rank[rank][f"{mode}/bytes"].values()) / total
+                assert 0.45 <= ratio <= 0.6, (rank, per_rank[rank][f"{mode}/bytes"], single_bytes)
         sharded = torch.load(tmp_path / f"{mode}.pt")
         assert sorted(sharded) == sorted(expected), mode
         # equal response tokens per rank: the 4-row token mean is the mean of the two ranks' means
