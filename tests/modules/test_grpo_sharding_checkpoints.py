@@ -18,11 +18,13 @@ import os
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_grpo_sharding import _free_port, _module, _trainable, setups  # noqa: F401 - setups is a fixture
+import test_grpo_sharding
+from test_grpo_sharding import _free_port, _module, _trainable
 
 from rec_lightning.modules.sharding import is_distributed_checkpoint, load_distributed_weights
 
 MODE = "full"
+setups = test_grpo_sharding.setups  # the fixture: per mode, the SFT final checkpoint, its RL data and 4 prompts
 
 
 def _fit(module, rows, max_steps: int, callbacks=(), ckpt_path=None):
@@ -38,7 +40,7 @@ def _fit(module, rows, max_steps: int, callbacks=(), ckpt_path=None):
     return trainer
 
 
-def _worker(rank: int, port: int, out_dir: str, setups) -> None:  # noqa: F811 - the fixture's value
+def _worker(rank: int, port: int, out_dir: str, setups) -> None:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -71,7 +73,7 @@ def _worker(rank: int, port: int, out_dir: str, setups) -> None:  # noqa: F811 -
 
 
 @pytest.mark.slow  # ~30 s: two forked CPU processes, 2 + 1 GRPO steps
-def test_sharded_grpo_checkpoints_resume_with_the_reference_copy(setups, tmp_path):  # noqa: F811
+def test_sharded_grpo_checkpoints_resume_with_the_reference_copy(setups, tmp_path):
     from rec_lightning.modules.export import load_for_inference
 
     mp.start_processes(_worker, args=(_free_port(), str(tmp_path), setups), nprocs=2, join=True, start_method="fork")
