@@ -80,9 +80,15 @@ trainer:
         ks: [1, 5]
         limit: 5                   # rank 0 ranks 3 rows, rank 1 2 rows + 1 masked padding row
         batch_size: 2
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args:
+        monitor: val/ndcg@5          # summed over ranks: the same on each
+        mode: max
+        save_top_k: 1
+        save_last: true
     - class_path: rec_lightning.callbacks.export.FinalCheckpoint
       init_args:
-        use_best: false
+        use_best: true             # every rank loads its shards of the best .ckpt folder
 model:
   init_args:
     group:
@@ -113,3 +119,8 @@ def test_grpo_fsdp2_two_cpu_processes_through_the_cli(tmp_path, sft_run):
         assert any(row.get(name) for row in rows), (name, rows[:2])
     metadata = json.loads((tmp_path / "run" / "final_checkpoint" / "rec_lightning.json").read_text())
     assert (metadata["format"], metadata["stage"]) == ("full", "grpo")  # gathered onto rank 0, merged as under DDP
+    from rec_lightning.modules.sharding import is_distributed_checkpoint
+
+    folders = list((tmp_path / "run" / "logs").glob("version_*/checkpoints/*.ckpt"))
+    assert any(f.name == "last.ckpt" for f in folders) and len(folders) == 2, folders  # the best + last
+    assert all(is_distributed_checkpoint(folder) for folder in folders), folders

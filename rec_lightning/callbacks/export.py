@@ -7,7 +7,8 @@ weights of the best ``.ckpt`` of the trainer's ``ModelCheckpoint`` are loaded fi
 best weights never leak into ``last.ckpt``.
 
 Under sharding (``ModelParallelStrategy``) every rank takes part: the best ``.ckpt`` is a folder of
-shards that each rank reads its part of, and the module gathers the full weights onto rank 0, which
+shards that each rank reads its part of (rank 0's best: a monitored metric not synced across ranks, such as
+GRPO's ``train/reward``, could make each rank's ``ModelCheckpoint`` name another), and the module gathers the full weights onto rank 0, which
 alone writes the folder (the same files as an unsharded run); the other ranks wait at a barrier.
 """
 
@@ -71,6 +72,8 @@ class FinalCheckpoint(pl.Callback):
         best = self._best_checkpoint(trainer)
         model = getattr(pl_module, "model", None)
         sharded = isinstance(model, torch.nn.Module) and is_sharded(model)
+        if sharded and trainer.world_size > 1:  # ranks may rank a per-rank metric differently: all load rank 0's pick
+            best = trainer.strategy.broadcast(best, src=0)
         if best is not None:
             log.info("final checkpoint: loading the best weights from %s", best)
             if sharded:  # a folder of shards: every rank loads its own

@@ -498,7 +498,7 @@ class GRPOModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # class_path: LightningCLI's --ckpt_path re-parses the hyper-parameters as this class's arguments
         checkpoint["rec_lightning"] = {"class_path": f"{type(self).__module__}.{type(self).__qualname__}"}
-        if not self.ref_sync_steps:  # the reference is rebuilt from the SFT checkpoint; keep only what trains
+        if not self.ref_sync_steps and not is_sharded(self.model):  # keep what trains; sharded: all (grpo_sharding)
             keep = {name for name, p in self.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
 

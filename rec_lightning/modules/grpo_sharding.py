@@ -16,6 +16,12 @@ does differently when its policy is sharded (issue 30).
   :func:`~rec_lightning.modules.sharding.run_sharded` (the shared-cache decoder and the loss call the
   decoder and the head directly, outside the root's ``forward``); the reference copy's root weights
   are freed again after each of its (gradient-free) forwards (:func:`release_reference`).
+* ``.ckpt`` files are Lightning's distributed checkpoint folders (each rank writes its shards) holding every
+  key, as SFT's do: ``GRPOModule.on_save_checkpoint`` drops the frozen weights only when unsharded, since a
+  distributed load needs each key of the module. In ``full`` mode the frozen reference copy (synced towards
+  the policy with ``ref_sync_steps``) is therefore restored from the folder on resume, not rebuilt from the
+  SFT checkpoint; ``--ckpt_path`` takes the folder, and ``FinalCheckpoint(use_best=True)`` has every rank
+  load its shards of the best one (:func:`~rec_lightning.modules.sharding.load_distributed_weights`).
 * The final checkpoint (:func:`gathered_policy`) is gathered onto rank 0, which rebuilds the policy from the
   SFT checkpoint as :meth:`~rec_lightning.modules.grpo.GRPOModule.build` does, loads the gathered weights
   and writes the same merged folder as an unsharded run.

@@ -9,7 +9,10 @@ updated trainable weights (after gradient clipping) must equal the single proces
 reference is the sharded policy with its adapter off; ``full``: a separately sharded frozen copy, synced
 towards the policy after the step (``ref_sync_steps: 1``), which must also equal the single process's.
 The sharded runs end with ``FinalCheckpoint``: the policy gathered onto rank 0 and written as a merged
-full model, which must reload to the single process's logits after the same step.
+full model, which must reload to the single process's logits after the same step. After the ``lora`` step the
+``RankingEvaluation`` callback ranks 7 validation rows in batches of 3 on the sharded policy (unpadded, rank 0
+would run 2 batches and rank 1 one: the data module pads rank 1 with a masked row); its HR@K, NDCG@K and row
+count must equal one process's on the same weights.
 """
 
 from __future__ import annotations
@@ -106,6 +109,25 @@ def _one_step(module: GRPOModule, rows, batch_size: int, **trainer_args) -> dict
             "ref_logp": done.ref_logp.tolist()}
 
 
+RANKING = {"num_beams": 100, "limit": 7, "batch_size": 3, "ks": (1, 10, 100)}  # 7 rows: not divisible by 2 ranks
+# (beam 100 of the 360 demo items: this untrained policy still finds some targets, so HR and NDCG are not all 0)
+
+
+def _ranking_metrics(module: GRPOModule, dm: RecDataModule, trainer=None) -> dict:
+    """The ranking callback's validation metrics (and this rank's batch count) for ``module``'s policy as it is."""
+    from types import SimpleNamespace
+
+    from rec_lightning.callbacks.ranking import RankingEvaluation
+
+    callback = RankingEvaluation(**RANKING)
+    callback._log = lambda *args: None  # outside a fit loop: keep the values in last_metrics only
+    dm.trainer = trainer  # sharded: the data module pads the evaluation shards (EqualShardSampler)
+    stub = SimpleNamespace(sanity_checking=False, datamodule=dm, is_global_zero=trainer is None or trainer.is_global_zero)
+    callback.on_validation_epoch_end(stub, module)
+    loader = dm.generation_dataloader("valid", limit=RANKING["limit"], batch_size=RANKING["batch_size"])
+    return {**callback.last_metrics, "batches": len(loader)}
+
+
 def _worker(rank: int, port: int, out_dir: str, setups) -> None:
     from lightning.pytorch.strategies import ModelParallelStrategy
 
@@ -126,6 +148,8 @@ def _worker(rank: int, port: int, out_dir: str, setups) -> None:
         weights = _trainable(module)  # collective: every rank gathers
         if rank == 0:
             torch.save(weights, f"{out_dir}/{mode}.pt")
+        if mode == "lora":  # the ranking callback on the sharded policy, as a sharded validation runs it
+            results["ranking"] = _ranking_metrics(module, setups[mode][1], module.trainer)
     with open(f"{out_dir}/rank{rank}.json", "w") as handle:
         json.dump(results, handle)
 
@@ -199,6 +223,16 @@ def test_two_process_fsdp2_grpo_step_equals_one_process(setups, tmp_path, monkey
         # which this peaked fixture amplifies (float32 and float64 logits of one model differ by ~1e-3 here):
         # measured 7e-5 (full) and 9e-5 (lora) on logits of magnitude ~11
         torch.testing.assert_close(got, single_final, rtol=0, atol=3e-4, msg=f"{mode}: final checkpoint != single")
+        if mode == "lora":  # ranking metrics of the sharded policy = one process's on the same weights
+            expected_metrics = _ranking_metrics(replay, setups[mode][1])
+            assert expected_metrics["count"] == RANKING["limit"] and expected_metrics["batches"] == 3
+            for rank in ranks:
+                got_metrics = rank["ranking"]
+                assert got_metrics["batches"] == 2  # padded: 4 rows per rank (rank 1: 3 real + 1 masked)
+                assert got_metrics["count"] == expected_metrics["count"]
+                for name in [m for m in expected_metrics if m.startswith(("hr@", "ndcg@"))] + ["mrr", "invalid"]:
+                    assert got_metrics[name] == pytest.approx(expected_metrics[name], abs=1e-6), name
+            assert any(expected_metrics[f"hr@{k}"] > 0 for k in RANKING["ks"])  # a ranking that found targets
 
 
 class _SumOverTwoRanks:
