@@ -36,6 +36,11 @@ SID string per row.) A row's HR@10 / NDCG@10 comes from the rank of its target S
 ``evaluate`` counts it. Pooling rule: on the seeds both sets have, each row's value is first averaged over the
 seeds (per set), then the rows are resampled (10,000 times) to give the 95% interval of mean(set) - mean(shipped).
 
+**Run it on an otherwise idle machine.** The budget is wall time, so anything else on the CPU takes steps from
+the run (on the 2-core development machine, runs beside niced test jobs made 1,083-1,391 optimizer steps in 8
+minutes, idle ones 2,224-2,449): the ``steps`` column of the runs table is the check, and runs whose steps are
+far below their neighbours' are not comparable (move their ``runs/<set>/seed<S>`` folder aside and rerun).
+
 ``--smoke`` runs the same pipeline in seconds: a generated demo data set (30 users), random 16-d item embeddings
 (or ``--embeddings FILE.npy``), SIDs of 3 x 8 codes, the recipe with a tiny model for 2 steps.
 """
