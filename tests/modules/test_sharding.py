@@ -32,6 +32,7 @@ MODES = ("full", "full+ac", "lora", "freeze_lm")
 
 def _module(name: str) -> SFTModule:
     mode, checkpointing = name.removesuffix("+ac"), name.endswith("+ac")
+    torch.manual_seed(0)  # LoRA's A matrices come from the global RNG: the same init in the workers and here
     backbone = tiny_options(tied=mode != "freeze_lm", gradient_checkpointing=checkpointing)  # freeze_lm: untied head
     module = SFTModule(backbone=backbone, finetune=mode,
                        lora=LoraOptions(r=4, alpha=8, dropout=0.0),
