@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_sharding import _free_port
 
 from rec_lightning.data.datamodule import RecDataModule
 from rec_lightning.modules.export import load_for_inference
@@ -152,12 +152,6 @@ def _worker(rank: int, port: int, out_dir: str, setups) -> None:
             results["ranking"] = _ranking_metrics(module, setups[mode][1], module.trainer)
     with open(f"{out_dir}/rank{rank}.json", "w") as handle:
         json.dump(results, handle)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _per_prompt(values: list, group: int) -> list:
