@@ -162,7 +162,8 @@ def quantise(x: Tensor, method: str, levels: int, codebook_size: int, seed: int,
                         progress, device, kmeans_change_tol=kmeans_change_tol,
                         kmeans_max_points_per_code=kmeans_max_points_per_code)
         q = fit_rqkmeans_plus(x, levels, codebook_size, seed, rqkmeans_plus, progress, warm.codebooks)
-        q.extra.update(kmeans_iterations=warm.extra["kmeans_iterations"], balanced_kmeans_error=warm.relative_error)
+        q.extra.update(kmeans_iterations=warm.extra["kmeans_iterations"], kmeans_fit_items=warm.extra["kmeans_fit_items"],
+                       balanced_kmeans_error=warm.relative_error)
         return q
     if method in ("rq-kmeans", "rq-kmeans-balanced"):
         fitted = fit_residual_kmeans(x.to(device), levels, codebook_size, seed, balanced=method == "rq-kmeans-balanced",
@@ -170,7 +171,7 @@ def quantise(x: Tensor, method: str, levels: int, codebook_size: int, seed: int,
                                      change_tol=kmeans_change_tol, max_points_per_code=kmeans_max_points_per_code)
         error = float(((x - fitted.reconstruction.cpu()) ** 2).sum() / (x ** 2).sum())
         return Quantised(fitted.codes.cpu(), fitted.last_residual.cpu(), [c.cpu() for c in fitted.codebooks], error,
-                         {"kmeans_iterations": list(fitted.num_iters)})
+                         {"kmeans_iterations": list(fitted.num_iters), "kmeans_fit_items": fitted.fit_items})
     if fit_rqvae is None:
         raise ConfigurationError("method rq-vae needs fit_rqvae (rec_lightning.modules.rqvae.fit_rqvae)")
     return fit_rqvae(x, levels, codebook_size, seed, rqvae, progress)
@@ -250,8 +251,7 @@ def build_sids(embeddings: str, output: str,
               **sid_statistics(base, resolution.codes, codebook_size)}
     if "kmeans_iterations" in q.extra:
         report["kmeans_iterations"] = q.extra["kmeans_iterations"]  # Lloyd iterations per level
-        sample = kmeans_max_points_per_code * codebook_size
-        report["kmeans_fit_items"] = sample if kmeans_max_points_per_code and x.shape[0] > sample else int(x.shape[0])
+        report["kmeans_fit_items"] = q.extra["kmeans_fit_items"]
     if method == "rq-vae":
         report["rqvae"] = {**asdict(rqvae), "final_metrics": q.extra["rqvae_final_metrics"]}
     if method == "rq-kmeans-plus":

@@ -362,6 +362,7 @@ class ResidualCodes:
         last_residual: ``[N, D]`` what the last level quantised (used to re-assign colliding items).
         reconstruction: ``[N, D]`` sum of the chosen codewords (in the quantised space).
         num_iters: Lloyd iterations run per level.
+        fit_items: items the Lloyd iterations of each level ran on (N, or the ``max_points_per_code`` sample).
     """
 
     codes: torch.Tensor
@@ -369,6 +370,7 @@ class ResidualCodes:
     last_residual: torch.Tensor
     reconstruction: torch.Tensor
     num_iters: tuple[int, ...] = ()
+    fit_items: int = 0  # items each level's Lloyd iterations ran on (all N, or the sample)
 
 
 def fit_residual_kmeans(x: torch.Tensor, num_levels: int = 3, codebook_size: int = 256, seed: int = 0,
@@ -414,7 +416,9 @@ def fit_residual_kmeans(x: torch.Tensor, num_levels: int = 3, codebook_size: int
             residual = residual - centroids[level_codes]
     last_residual = residual
     reconstruction = x - (residual - codebooks[-1][codes[-1]])
-    return ResidualCodes(torch.stack(codes, dim=1), codebooks, last_residual, reconstruction, tuple(num_iters))
+    fit_items = sample_size if max_points_per_code and n > sample_size else n
+    return ResidualCodes(torch.stack(codes, dim=1), codebooks, last_residual, reconstruction, tuple(num_iters),
+                         fit_items)
 
 
 def assign_to_centroids(x: torch.Tensor, centroids: torch.Tensor, balanced: bool = False,
