@@ -54,9 +54,13 @@ def test_prepare_bad_input_exits_with_the_line(tmp_path):
 def test_fit_quickstart_trains_on_a_prepared_folder(prepared, tmp_path):
     result = run("fit", "--config", str(REPO / "configs" / "quickstart.yaml"), "--data.data_dir", str(prepared),
                  "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1",
-                 "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+                 "--trainer.enable_progress_bar", "false", "--model.init_args.loss.level_weights", "[2, 1, 1]",
+                 "--model.init_args.loss.label_smoothing", "0.1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     assert (tmp_path / "outputs" / "quickstart" / "final_checkpoint" / "rec_lightning.json").is_file()
+    # the training-loss options went through the command line into the run (its saved hyper-parameters)
+    hparams = [p.read_text() for p in (tmp_path / "outputs" / "quickstart").rglob("hparams.yaml")]
+    assert hparams and "level_weights" in hparams[0] and "label_smoothing: 0.1" in hparams[0], hparams
 
 
 @pytest.mark.slow  # loads MiniLM and runs build-sids in subprocesses
