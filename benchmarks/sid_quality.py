@@ -26,7 +26,12 @@ A comparison protocol that fits a working day (2 sets x 2 seeds x ~10 min = 40 m
 3. **Table.** After each run the results file is rewritten: the summary (one row per SID set) and the runs
    (one row per run, in the order they finished). With ``--third_seed_if_crossing``, once the first seeds are
    done, each set whose interval vs shipped crosses zero (``--crossing_metric``) gets one more seed, and so does
-   shipped (the paired comparison needs the same seeds on both sides).
+   shipped (the paired comparison needs the same seeds on both sides). The table lists the sets named in the
+   command: ``--report_only`` rewrites it from the finished runs of the sets named, running nothing.
+4. **Variants** (recipe changes on the same protocol, issue 29): ``--variant LABEL SIDS 'FIT ARGS'`` trains SID
+   set ``SIDS`` with the extra ``fit`` arguments (after the recipe, before the protocol's overrides) into
+   ``runs/LABEL/``; it is compared with shipped like any SID set, e.g. ``--variant ls0.1 shipped
+   '--model.init_args.loss.label_smoothing 0.1'``.
 
 The paired bootstrap (``rec_lightning.evaluation.significance.paired_bootstrap``) pairs **validation rows**, not
 SID strings: row ``i`` of the valid CSV is the same user and target item in every SID set (``build-sids
@@ -57,7 +62,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Sequence
@@ -75,7 +80,8 @@ HEADER = """\
 
 Written by `benchmarks/sid_quality.py` (the how-to is its docstring); rewritten after every run. Each run: one
 `fit` of `configs/industrial_cpu.yaml` (a Qwen2-shaped LM from scratch on compact SID prompts) for a fixed
-wall-time budget, with only the seed, the data folder and the budget overridden; then `evaluate` of the
+wall-time budget, with only the seed, the data folder and the budget overridden (a *variant* adds its own fit
+arguments, listed under the table's context line, to test a recipe change on the same protocol); then `evaluate` of the
 checkpoint it selects on the **full valid split**. HR@10 / NDCG@10 count a hit when the target's SID is in the
 beam list (as `evaluate` does; a SID shared by several items counts for each). "vs shipped" is the paired
 bootstrap 95% interval of mean(set) - mean(shipped) over the validation rows (paired by CSV row, i.e. the same
@@ -108,6 +114,8 @@ class Settings:
     extra_fit_args: list[str]
     eval_batch_size: int
     threads: int | None
+    variants: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+    """label -> (SID set it trains on, extra ``fit`` arguments): a recipe change compared with shipped."""
 
 
 def python_command(*args: str) -> list[str]:
@@ -134,9 +142,9 @@ def build_command(s: Settings, method: str, output: Path) -> list[str]:
                           "--seed", str(s.build_seed), "--progress", "false", *s.build_args)
 
 
-def fit_command(s: Settings, data_dir: Path, train_dir: Path, seed: int) -> list[str]:
+def fit_command(s: Settings, data_dir: Path, train_dir: Path, seed: int, variant_args: Sequence[str] = ()) -> list[str]:
     return ["timeout", "--kill-after=60", str(s.timeout_seconds),
-            *python_command("fit", "--config", str(RECIPE), *s.extra_fit_args,
+            *python_command("fit", "--config", str(RECIPE), *s.extra_fit_args, *variant_args,
                             "--trainer.max_time", max_time(s.budget_seconds), "--seed_everything", str(seed),
                             "--model.init_args.backbone.init_seed", str(seed), "--data.seed", str(seed), "--data.data_dir", str(data_dir),
                             "--data.category", s.category, "--trainer.default_root_dir", str(train_dir),
@@ -186,6 +194,8 @@ def is_finished_build(folder: Path) -> bool:
 
 
 def sid_folder(name: str, s: Settings) -> Path:
+    if name in s.variants:
+        return sid_folder(s.variants[name][0], s)
     if name == SHIPPED:
         return s.data_dir
     if Path(name).is_dir():
@@ -199,6 +209,8 @@ def set_label(name: str) -> str:
 
 def ensure_sids(name: str, s: Settings, dry_run: bool) -> Path | None:
     """The data folder of SID set ``name``, built if needed; None when the build failed."""
+    if name in s.variants:
+        return ensure_sids(s.variants[name][0], s, dry_run)
     folder = sid_folder(name, s)
     if name == SHIPPED or Path(name).is_dir() or is_finished_build(folder):
         print(f"SID set {set_label(name)}: {folder}" + ("" if name == SHIPPED or Path(name).is_dir() else " (built before)"))
@@ -220,6 +232,8 @@ def ensure_sids(name: str, s: Settings, dry_run: bool) -> Path | None:
 
 def sid_summary(name: str, s: Settings) -> dict | None:
     """Construction seconds, collisions before/after, used codes and entropy per level; None if not built yet."""
+    if name in s.variants:
+        return sid_summary(s.variants[name][0], s)
     folder = sid_folder(name, s)
     if is_finished_build(folder):
         report = json.loads((folder / "sid_report.json").read_text())
@@ -280,7 +294,8 @@ def do_run(name: str, seed: int, data_dir: Path, s: Settings, dry_run: bool) -> 
             shutil.rmtree(partial, ignore_errors=True)
             train.rename(partial)
             print(f"  an unfinished training folder moved to {partial}")
-        code, seconds = execute(fit_command(s, data_dir, train, seed), run_dir / "fit.log", s, dry_run)
+        variant_args = s.variants[name][1] if name in s.variants else []
+        code, seconds = execute(fit_command(s, data_dir, train, seed, variant_args), run_dir / "fit.log", s, dry_run)
         if not dry_run:
             (run_dir / "fit.json").write_text(json.dumps({"exit_code": code, "wall_seconds": round(seconds, 1),
                                                           "timed_out": code in (124, 137)}) + "\n")
@@ -554,6 +569,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--codebook_size", type=int, default=256)
     parser.add_argument("--build_seed", type=int, default=0)
     parser.add_argument("--build_args", default="", help="extra build-sids arguments, one shell-quoted string")
+    parser.add_argument("--variant", nargs=3, action="append", default=[], metavar=("LABEL", "SIDS", "FIT_ARGS"),
+                        help="a recipe change to compare with shipped: runs labelled LABEL train on SID set SIDS "
+                             "('shipped', a method or a folder) with the extra fit arguments FIT_ARGS (one "
+                             "shell-quoted string), e.g. --variant ls0.1 shipped "
+                             "'--model.init_args.loss.label_smoothing 0.1'; repeatable")
+    parser.add_argument("--report_only", action="store_true",
+                        help="rewrite the results file from the finished runs of the sets named; run nothing")
     parser.add_argument("--third_seed_if_crossing", action="store_true")
     parser.add_argument("--crossing_metric", choices=("either", *METRICS), default="either",
                         help="which interval decides the third seed (either: HR@10 or NDCG@10 crossing zero)")
@@ -607,27 +629,56 @@ def settings_of(args: argparse.Namespace) -> Settings:
     return Settings(data_dir=data_dir, category=category, work_dir=work, embeddings=embeddings, budget_seconds=budget,
                     timeout_seconds=timeout, num_beams=args.num_beams, levels=levels, codebook_size=codebook,
                     build_seed=args.build_seed, build_args=shlex.split(args.build_args), extra_fit_args=extra_fit,
-                    eval_batch_size=args.eval_batch_size, threads=args.threads)
+                    eval_batch_size=args.eval_batch_size, threads=args.threads, variants=parse_variants(args.variant))
+
+
+def parse_variants(specs: Sequence[Sequence[str]]) -> dict[str, tuple[str, list[str]]]:
+    """``--variant LABEL SIDS FIT_ARGS`` triples -> {label: (SID set, fit arguments)}.
+
+    Raises:
+        SystemExit: a label that is not a plain name, repeats, or is the name of a SID set or a folder.
+    """
+    import re
+
+    out = {}
+    for label, sids, fit_args in specs:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+=-]*", label) or label == SHIPPED or label in out or Path(label).exists():
+            raise SystemExit(f"--variant {label!r}: the label must be a new plain name (letters, digits, . _ + = -), "
+                             f"not 'shipped', a repeated label or an existing path; its runs go to runs/<label>/")
+        if sids != SHIPPED and not Path(sids).is_dir() and not re.fullmatch(r"[a-z0-9-]+", sids):
+            raise SystemExit(f"--variant {label}: SID set {sids!r} is neither 'shipped', a build-sids method nor a folder")
+        try:
+            arguments = shlex.split(fit_args)
+        except ValueError as err:
+            raise SystemExit(f"--variant {label}: its fit arguments {fit_args!r} do not parse ({err})") from None
+        out[label] = (sids, arguments)
+    return out
 
 
 def context_line(s: Settings, args: argparse.Namespace) -> str:
     return (f"Data: {s.data_dir} ({s.category}), valid split; budget {s.budget_seconds / 60:g} min per fit"
-            f"{' (smoke: 2 steps, tiny model)' if args.smoke else ''}; beam {s.num_beams}; seeds {args.seeds}"
+            f"{' (smoke: 2 steps, tiny model)' if args.smoke else ''}; beam {s.num_beams}; "
+            f"{'seeds: as each row says' if args.report_only else f'seeds {args.seeds}'}"
             f"{' (+1 where an interval crosses zero)' if args.third_seed_if_crossing else ''}; SIDs built with "
             f"{s.levels} levels x {s.codebook_size} codes, reassign, seed {s.build_seed}, from {s.embeddings.name}; "
             f"{args.bootstrap_samples} bootstrap samples. Machine: {platform.processor() or platform.machine()}, "
             f"{os.cpu_count()} cores, Python {platform.python_version()}"
-            f"{f', {s.threads} threads per process' if s.threads else ''}.")
+            f"{f', {s.threads} threads per process' if s.threads else ''}."
+            + "".join(f" Variant {label}: SID set {sids} with `{shlex.join(extra)}`." for label, (sids, extra) in s.variants.items()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     s = settings_of(args)
-    names = list(dict.fromkeys([SHIPPED, *args.sids]))
+    names = list(dict.fromkeys([SHIPPED, *args.sids, *s.variants]))
     results = None if args.dry_run else Path(args.results or (s.work_dir / "sid_quality_results.md" if args.smoke
                                                               else REPO / "benchmarks" / "sid_quality_results.md"))
     study = Study(names, s, context_line(s, args), args.bootstrap_samples)
+    if args.report_only:
+        text = study.write(results)
+        print(text + (f"\nwrote {results}" if results is not None else ""))
+        return 0
     folders = {name: ensure_sids(name, s, args.dry_run) for name in names}
     if folders[SHIPPED] is None:
         raise SystemExit("the shipped SIDs are missing")

@@ -165,3 +165,34 @@ def test_results_table_from_finished_runs(tmp_path):
     assert "| +0.3000 [" in balanced and "(seeds 0,1) |" in balanced
     run_rows = [line for line in lines if line.split(" | ")[1:2] in (["0"], ["1"])]
     assert len(run_rows) == 4 and run_rows[0].startswith("| shipped | 0 | 9.0 | - | - | 0.2000 | 0.0000 | 0.2000 | 5 |")
+
+
+def test_a_variant_trains_on_its_sid_set_with_its_extra_fit_arguments(tmp_path):
+    variants = sq.parse_variants([["ls0.1", "shipped", "--model.init_args.loss.label_smoothing 0.1"],
+                                  ["w2", "rq-kmeans-balanced", "--model.init_args.loss.level_weights '[2, 1, 1]'"]])
+    assert variants == {"ls0.1": ("shipped", ["--model.init_args.loss.label_smoothing", "0.1"]),
+                        "w2": ("rq-kmeans-balanced", ["--model.init_args.loss.level_weights", "[2, 1, 1]"])}
+    s = sq.Settings(data_dir=tmp_path / "data", category="Shop", work_dir=tmp_path / "work", embeddings=tmp_path / "e.npy",
+                    budget_seconds=480, timeout_seconds=720, num_beams=20, levels=3, codebook_size=256, build_seed=0,
+                    build_args=[], extra_fit_args=[], eval_batch_size=64, threads=None, variants=variants)
+    assert sq.sid_folder("ls0.1", s) == tmp_path / "data"  # the shipped data folder
+    assert sq.sid_folder("w2", s) == tmp_path / "work" / "sids" / "rq-kmeans-balanced"
+    assert sq.run_dir_of(s, "ls0.1", 1) == tmp_path / "work" / "runs" / "ls0.1" / "seed1"
+    command = " ".join(sq.fit_command(s, tmp_path / "data", tmp_path / "run", 1, variants["ls0.1"][1]))
+    # the variant's arguments come after the recipe (so they override it) and before the protocol's own overrides
+    assert f"--config {sq.RECIPE} --model.init_args.loss.label_smoothing 0.1 --trainer.max_time 00:00:08:00" in command
+    # the plain runs are unchanged
+    assert "label_smoothing" not in " ".join(sq.fit_command(s, tmp_path / "data", tmp_path / "run", 1))
+
+
+@pytest.mark.parametrize("spec, message", [
+    (["shipped", "shipped", ""], "new plain name"),
+    (["a b", "shipped", ""], "new plain name"),
+    (["x", "Not A Method", ""], "neither 'shipped'"),
+    (["x", "shipped", "--a 'unclosed"], "do not parse"),
+])
+def test_a_bad_variant_is_refused_naming_it(spec, message):
+    with pytest.raises(SystemExit, match=message):
+        sq.parse_variants([spec])
+    with pytest.raises(SystemExit, match="new plain name"):
+        sq.parse_variants([["v", "shipped", ""], ["v", "shipped", "--x 1"]])
