@@ -127,6 +127,44 @@ def test_embed_items_writes_normalised_rows_in_item_order(catalog_dir, encoder_d
     assert np.allclose(array[3], alone[0], atol=1e-5)
 
 
+def _rewrite_split(folder: Path, split: str, rows: list[tuple[str, list[int], int]]) -> None:
+    """Replace ``split``'s CSV with ``rows`` of (user, history item ids, target item id), SIDs from the index."""
+    index = json.loads((folder / "index" / f"{CATEGORY}.index.json").read_text())
+    sid = {int(k): "".join(v) for k, v in index.items()}
+    header = ["user_id", "history_item_title", "item_title", "history_item_id", "item_id", "history_item_sid", "item_sid"]
+    with open(folder / split / f"{CATEGORY}_5_2016-10-2018-11.csv", "w", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(
+            [header, *[[user, repr([f"t{h}" for h in history]), f"t{target}", repr(history), str(target),
+                        repr([sid[h] for h in history]), sid[target]] for user, history, target in rows]])
+
+
+def test_fused_vectors_read_no_valid_or_test_row(catalog_dir, encoder_dir, tmp_path):
+    """Issue 28: the collaborative part comes from training windows only, so rewriting every valid and test row
+    (other users, histories and targets) leaves the fused vectors byte for byte the same, while a changed train
+    row changes the collaborative dimensions (and only those)."""
+    import shutil
+
+    def fused(folder: Path, name: str) -> np.ndarray:
+        output = tmp_path / f"{name}.npy"
+        embed_items(str(folder), CATEGORY, str(output), encoder=str(encoder_dir), progress=False,
+                    collaborative_dim=4, collaborative_weight=0.5, collaborative_window=2)
+        return np.load(output)
+
+    before = fused(catalog_dir, "before")
+    assert before.shape == (NUM_ITEMS, 16 + 4) and np.abs(before[:, 16:]).sum() > 0
+    leaky = shutil.copytree(catalog_dir, tmp_path / "leaky")
+    for split in ("valid", "test"):  # every pair here is new: a leak would change the co-occurrence counts
+        _rewrite_split(leaky, split, [(f"B{u}", [(7 * u + 3) % NUM_ITEMS, (11 * u + 5) % NUM_ITEMS], (13 * u + 1) % NUM_ITEMS)
+                                      for u in range(30)])
+    assert np.array_equal(fused(leaky, "leaky"), before)
+
+    changed = shutil.copytree(catalog_dir, tmp_path / "changed")  # the check can fail: train rows do count
+    _rewrite_split(changed, "train", [(f"B{u}", [(7 * u + 3) % NUM_ITEMS, (11 * u + 5) % NUM_ITEMS], (13 * u + 1) % NUM_ITEMS)
+                                      for u in range(30)])
+    after = fused(changed, "changed")
+    assert np.array_equal(after[:, :16], before[:, :16]) and not np.allclose(after[:, 16:], before[:, 16:])
+
+
 def test_embed_items_errors_are_clear(catalog_dir, encoder_dir, tmp_path):
     with pytest.raises(SystemExit, match="must end in .npy"):  # through the CLI dispatcher
         cli_main(["embed-items", "--data_dir", str(catalog_dir), "--category", CATEGORY,
