@@ -62,6 +62,20 @@ class RQVAEOptions:
     """At most this many optimizer steps (-1: no cap). Industrial's 3.7k items take 300 full-batch steps either way;
     at 10^5 items (25 steps per epoch) the cap bounds the construction time instead of 7,500 steps."""
 
+    def check(self) -> None:
+        """Raises ConfigurationError for an option out of range (the message names the command-line option)."""
+        problems = [f"--rqvae.{name} must be {rule}, got {value!r}" for name, value, ok, rule in (
+            ("epochs", self.epochs, self.epochs >= 1, ">= 1"),
+            ("batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
+            ("lr", self.lr, self.lr > 0, "> 0"),
+            ("hidden_dims", self.hidden_dims, all(d >= 1 for d in self.hidden_dims), "positive sizes, e.g. [512, 256, 128]"),
+            ("latent_dim", self.latent_dim, self.latent_dim >= 1, ">= 1"),
+            ("commitment_coef", self.commitment_coef, self.commitment_coef >= 0, ">= 0"),
+            ("max_steps", self.max_steps, self.max_steps == -1 or self.max_steps >= 1, ">= 1 or -1 (no cap)"),
+        ) if not ok]
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+
 
 @dataclass
 class RQKMeansPlusOptions:
@@ -172,6 +186,7 @@ def quantise(x: Tensor, method: str, levels: int, codebook_size: int, seed: int,
         error = float(((x - fitted.reconstruction.cpu()) ** 2).sum() / (x ** 2).sum())
         return Quantised(fitted.codes.cpu(), fitted.last_residual.cpu(), [c.cpu() for c in fitted.codebooks], error,
                          {"kmeans_iterations": list(fitted.num_iters), "kmeans_fit_items": fitted.fit_items})
+    rqvae.check()
     if fit_rqvae is None:
         raise ConfigurationError("method rq-vae needs fit_rqvae (rec_lightning.modules.rqvae.fit_rqvae)")
     return fit_rqvae(x, levels, codebook_size, seed, rqvae, progress)

@@ -84,3 +84,22 @@ def test_fit_rqvae_stops_at_max_steps():
     options = RQVAEOptions(epochs=50, batch_size=32, hidden_dims=(32,), latent_dim=8, accelerator="cpu", max_steps=5)
     q = fit_rqvae(embeddings(), 2, 8, 0, options, False)
     assert q.extra["rqvae_final_metrics"]["steps"] == 5.0 and q.codes.shape == (96, 2)
+
+
+def test_bad_rq_vae_options_are_refused_naming_them(tmp_path):
+    import numpy as np
+    import pytest
+
+    from rec_lightning.commands.build_sids import build_sids as build_sids_command
+    from rec_lightning.sids.build import RQVAEOptions
+
+    RQVAEOptions().check()  # the defaults are valid
+    with pytest.raises(ValueError, match=r"--rqvae.epochs must be >= 1, got 0; --rqvae.latent_dim must be >= 1, got 0; "
+                                         r"--rqvae.max_steps must be >= 1 or -1 \(no cap\), got 0"):
+        RQVAEOptions(epochs=0, latent_dim=0, max_steps=0).check()
+    path = tmp_path / "emb.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32))
+    with pytest.raises(SystemExit, match=r"--rqvae.lr must be > 0, got 0"):  # before any training
+        build_sids_command(str(path), str(tmp_path / "out"), method="rq-vae", levels=2, codebook_size=4,
+                           category="Shop", progress=False, rqvae=RQVAEOptions(lr=0.0))
+    assert not (tmp_path / "out").exists()
