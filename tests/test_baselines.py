@@ -49,8 +49,8 @@ def test_popularity_counts_train_targets_and_breaks_ties_by_item_index():
                                                 ("per_window", {(0, 1): 2, (1, 2): 3, (2, 3): 1, (3, 1): 1})])
 def test_transition_counts_pairs_once_per_user_or_per_window(counting, expected):
     model = TransitionModel(5, counting=counting).fit(TRAIN)
-    found = {(a, b): int(model.counts[a, b]) for a in range(5) for b in range(5) if model.counts[a, b]}
-    assert found == expected
+    assert model.pair_counts() == expected
+    assert model.counts.is_sparse and model.counts.values().numel() == len(expected)  # O(pairs), never V x V
 
 
 def test_transition_ranking_with_decay_and_popularity_fallback():
@@ -67,6 +67,38 @@ def test_transition_ranking_with_decay_and_popularity_fallback():
     assert last_only.transition_scores([[1, 3]])[0].tolist() == [0, 1, 0, 0, 0]
     assert order_of(last_only.scores([[1, 3]])) == [[1, 2, 3, 0, 4]]
     assert order_of(last_only.scores([[2, 1]])) == [[2, 1, 3, 0, 4]]  # 1 -> 2 first; then popularity
+
+
+def dense_transition_scores(model: TransitionModel, histories) -> torch.Tensor:
+    """The former implementation, as the reference: a dense [V, V] count matrix and a [B, L, V] gather."""
+    dense = model.counts.to_dense()
+    items, weights = model.history_weights(histories)
+    return torch.einsum("bl,blv->bv", weights, dense[items.clamp(min=0)])
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.5, 0.3])
+def test_sparse_transition_scores_equal_the_dense_reference(decay):
+    import random
+
+    rng = random.Random(decay)
+    num_items = 60
+    train = []
+    for r in range(300):
+        history = tuple(rng.randrange(num_items) for _ in range(rng.randint(1, 9)))
+        train.append(SequenceRecord("train", r, f"u{r % 40}", history, ("t",) * len(history), ("s",) * len(history),
+                                    rng.randrange(num_items), "t", "s"))
+    model = TransitionModel(num_items + 2, decay=decay, max_history=6).fit(train)  # 2 columns no item reaches
+    histories = [[rng.randrange(num_items) for _ in range(rng.randint(0, 12))] for _ in range(50)] + [[5, 5, 5], []]
+    sparse, dense = model.transition_scores(histories), dense_transition_scores(model, histories)
+    assert sparse.shape == (52, num_items + 2) and sparse.dtype == torch.float64
+    if decay in (0.0, 0.5):  # dyadic weights and integer counts: every sum is exact, in any order
+        assert torch.equal(sparse, dense)
+        popular_first = torch.sort(model.popularity.counts, descending=True, stable=True).indices
+        within = torch.sort(dense[:, popular_first], dim=1, descending=True, stable=True).indices
+        assert torch.equal(model.order(histories), popular_first[within])  # the same ranked lists
+    else:
+        assert torch.allclose(sparse, dense, rtol=1e-12, atol=1e-12)
+    assert sparse[-2].tolist() == dense[-2].tolist() and not sparse[-1].any()  # a repeated item; no history
 
 
 def test_sid_ranker_merges_items_sharing_a_sid_and_breaks_ties_by_item_index():

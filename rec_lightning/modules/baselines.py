@@ -16,6 +16,10 @@ that transition. ``per_window`` (each adjacent pair once per row) is kept for co
 
 Plain torch, no Lightning. Scores are ``[B, V]`` with column j = item id j (see
 :class:`rec_lightning.evaluation.item_ranking.SIDRanker`).
+
+Cost: the transition counts are a sparse ``[V, V]`` matrix holding only the P distinct pairs seen in train
+(O(P) memory, P <= the train rows' adjacent pairs; never V x V). Scoring a batch of B histories is one
+sparse x dense product, O(P * B) time, and a ``[B, V]`` result (the ranked list needs every item's score).
 """
 
 from __future__ import annotations
@@ -79,7 +83,10 @@ class TransitionModel:
         self.decay = decay
         self.max_history = max_history
         self.counting = counting
-        self.counts = torch.zeros(num_columns, num_columns, dtype=torch.float64)  # [V, V] count(a -> b)
+        # count(a -> b) as a sparse [V, V] float64 matrix (only the pairs seen); its transpose, for scoring
+        self.counts = torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.float64),
+                                              (num_columns, num_columns), check_invariants=True).coalesce()
+        self._counts_t = self.counts.t().coalesce()
         self.popularity = PopularityModel(num_columns)
 
     def fit(self, records: Sequence[SequenceRecord]) -> "TransitionModel":
@@ -95,9 +102,17 @@ class TransitionModel:
                     seen.add((record.user_id, a, b))
                 pairs[a, b] += 1
         if pairs:
-            index = torch.tensor(list(pairs), dtype=torch.long)  # [P, 2]
-            self.counts[index[:, 0], index[:, 1]] += torch.tensor(list(pairs.values()), dtype=torch.float64)
+            index = torch.tensor(list(pairs), dtype=torch.long).t()  # [2, P]
+            values = torch.tensor(list(pairs.values()), dtype=torch.float64)
+            self.counts = (self.counts + torch.sparse_coo_tensor(index, values, self.counts.shape,
+                                                                  check_invariants=True)).coalesce()
+            self._counts_t = self.counts.t().coalesce()
         return self
+
+    def pair_counts(self) -> dict[tuple[int, int], int]:
+        """``{(a, b): count(a -> b)}`` for every pair seen in train."""
+        a, b = self.counts.indices().tolist()
+        return {(i, j): int(c) for i, j, c in zip(a, b, self.counts.values().tolist())}
 
     def history_weights(self, histories: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """``items [B, L]`` (most recent first, -1 = none) and their weights ``decay**d`` ``[B, L]``."""
@@ -114,8 +129,11 @@ class TransitionModel:
     def transition_scores(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """``[B, V]`` the recency-weighted transition counts alone: ``sum_d decay**d * counts[h_d -> .]``."""
         items, weights = self.history_weights(histories)  # [B, L], [B, L]
-        rows = self.counts[items.clamp(min=0)]  # [B, L, V]
-        return torch.einsum("bl,blv->bv", weights, rows)
+        # each history as a [V] vector of its items' weights (an item seen twice gets both weights), then
+        # counts^T @ those vectors: one sparse x dense product, O(P * B), no [B, L, V] gather
+        mixed = torch.zeros(len(histories), self.num_columns, dtype=torch.float64)
+        mixed.scatter_add_(1, items.clamp(min=0), weights)  # weights of absent positions (-1) are 0
+        return torch.sparse.mm(self._counts_t, mixed.t()).t()  # [B, V]
 
     def scores(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """``[B, V]`` rank scores: higher is better, ties already broken (see :meth:`ranked_scores`)."""

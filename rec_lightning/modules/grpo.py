@@ -27,7 +27,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -39,6 +39,7 @@ from rec_lightning.generation.decoding import constrained_beam_search, constrain
 from rec_lightning.generation.logprobs import completion_logprobs
 from rec_lightning.generation.trie import SIDTrie
 from rec_lightning.modules.cf_reward import CollaborativeReward
+from rec_lightning.modules.transition_reward import TransitionReward
 from rec_lightning.modules.export import save_final_checkpoint
 from rec_lightning.modules.grpo_sharding import (gathered_policy, is_throwaway, release_reference, rows_to_regenerate,
                                                  shard_policy)
@@ -53,7 +54,7 @@ from rec_lightning.rl.losses import LossType, RewardScaling, group_advantages, p
 from rec_lightning.rl.rewards import RANK_AWARE, REWARDS, SemanticReward, combine_rewards
 
 log = logging.getLogger(__name__)
-MODEL_REWARDS = ("semantic", "cf")  # rewards backed by a model or matrix the user provides
+MODEL_REWARDS = ("semantic", "cf", "transition")  # rewards backed by a model, a matrix or the train counts
 
 
 @dataclass
@@ -137,10 +138,13 @@ class GRPOModule(pl.LightningModule):
         finetune: ``lora`` (fresh adapter on the merged SFT model; reference = adapter off) or ``full``.
         lora: LoRA settings for ``lora`` mode.
         group: how groups are generated.
-        rewards: reward name -> weight; names: rule, ranking, ranking_only, prefix, semantic, cf.
+        rewards: reward name -> weight; names: rule, ranking, ranking_only, prefix, semantic, cf, transition.
         semantic_embeddings: ``.npy`` item embeddings (row = item id) for the ``semantic`` reward.
         cf_checkpoint: a SASRec ``final_checkpoint/`` (``fit --config configs/sasrec.yaml`` on the same data)
             for the ``cf`` reward: the SASRec probability of each completion after the user's history.
+        transition_decay: recency decay of the ``transition`` reward, the transition baseline's probability of
+            each completion after the user's history (:mod:`~rec_lightning.modules.transition_reward`), counted
+            on the train split of the data module (choose the decay as the baseline's, on valid).
         loss: the objective.
         optimizer: AdamW + schedule (the original: lr 1e-5, 3% warmup, cosine to 0).
         accumulate_grad_batches: micro-batches per optimizer step (this module optimises manually,
@@ -166,6 +170,7 @@ class GRPOModule(pl.LightningModule):
         rewards: dict[str, float] | None = None,
         semantic_embeddings: str | None = None,
         cf_checkpoint: str | None = None,
+        transition_decay: float = 0.3,
         loss: GRPOLossOptions = GRPOLossOptions(),
         optimizer: OptimizerOptions = OptimizerOptions(lr=1e-5, warmup_steps=0, warmup_ratio=0.03, min_lr_ratio=0.0),
         accumulate_grad_batches: int = 1,
@@ -185,6 +190,7 @@ class GRPOModule(pl.LightningModule):
         self.reward_weights = dict(rewards or {"ranking": 1.0})
         self.semantic_embeddings = semantic_embeddings
         self.cf_checkpoint = cf_checkpoint
+        self.transition_decay = transition_decay
         self.loss_options = _as(GRPOLossOptions, loss)
         self.optimizer_options = _as(OptimizerOptions, optimizer)
         self.accumulate = accumulate_grad_batches
@@ -200,7 +206,7 @@ class GRPOModule(pl.LightningModule):
             "sft_checkpoint": sft_checkpoint, "finetune": finetune, "lora": dataclasses.asdict(self.lora_options),
             "group": dataclasses.asdict(self.group), "rewards": self.reward_weights,
             "semantic_embeddings": semantic_embeddings, "cf_checkpoint": cf_checkpoint,
-            "loss": dataclasses.asdict(self.loss_options),
+            "transition_decay": transition_decay, "loss": dataclasses.asdict(self.loss_options),
             "optimizer": dataclasses.asdict(self.optimizer_options), "accumulate_grad_batches": accumulate_grad_batches,
             "max_grad_norm": max_grad_norm, "ref_sync_steps": ref_sync_steps, "ref_sync_alpha": ref_sync_alpha,
             "share_prompt": share_prompt, "sampling_seed": sampling_seed, "disable_dropout": disable_dropout,
@@ -228,6 +234,8 @@ class GRPOModule(pl.LightningModule):
         if "cf" in self.reward_weights and not self.cf_checkpoint:
             raise ConfigurationError("the cf reward needs cf_checkpoint: a SASRec final_checkpoint/ trained on the same "
                                      "data (`python -m rec_lightning fit --config configs/sasrec.yaml`)")
+        if not 0.0 <= self.transition_decay <= 1.0:
+            raise ConfigurationError(f"transition_decay must lie in [0, 1] (e.g. 0.3), got {self.transition_decay}")
         if self.group.mode == "sample" and RANK_AWARE & set(self.reward_weights):
             raise ConfigurationError(f"rewards {sorted(RANK_AWARE & set(self.reward_weights))} use the beam rank, which sampled "
                              "groups do not have: use group.mode=beam, or rewards rule/prefix/semantic")
@@ -266,10 +274,18 @@ class GRPOModule(pl.LightningModule):
                 datamodule.tokenizer.eos_token_id != tokenizer.eos_token_id:
             raise ConfigurationError(f"the data module's tokenizer differs from the SFT checkpoint's: set data.tokenizer to "
                              f"{self.sft_checkpoint}")
-        self.build(model, tokenizer, datamodule.catalog, metadata)
+        train = datamodule.records("train") if "transition" in self.reward_weights else None
+        self.build(model, tokenizer, datamodule.catalog, metadata, train_records=train)
 
-    def build(self, sft_model, tokenizer, catalog, metadata: dict[str, Any] | None = None) -> None:
-        """Set up the policy, the reference and the trie from a loaded SFT model (also for notebooks)."""
+    def build(self, sft_model, tokenizer, catalog, metadata: dict[str, Any] | None = None,
+              train_records: Sequence[Any] | None = None) -> None:
+        """Set up the policy, the reference and the trie from a loaded SFT model (also for notebooks).
+
+        ``train_records`` (``datamodule.records("train")``) is needed by the ``transition`` reward only.
+        """
+        if "transition" in self.reward_weights and train_records is None:
+            raise ConfigurationError("the transition reward counts transitions on the train split: pass "
+                                     "train_records=datamodule.records('train') to build()")
         sid_token_ids = tokenizer.convert_tokens_to_ids(catalog.sid_tokens)
         self.model, self.reference_copy = build_policy(sft_model, self.finetune, self.lora_options, sid_token_ids,
                                                        need_reference=self.loss_options.beta > 0)
@@ -286,6 +302,8 @@ class GRPOModule(pl.LightningModule):
             self._model_rewards["semantic"] = SemanticReward(self.semantic_embeddings, catalog)
         if "cf" in self.reward_weights:
             self._model_rewards["cf"] = CollaborativeReward(self.cf_checkpoint, catalog)
+        if "transition" in self.reward_weights:
+            self._model_rewards["transition"] = TransitionReward(train_records, catalog, self.transition_decay)
 
     def _reward_functions(self) -> dict:
         return {name: self._model_rewards[name] if name in MODEL_REWARDS else REWARDS[name]

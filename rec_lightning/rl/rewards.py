@@ -14,8 +14,11 @@ carries its own target, repeated over its group). Rewards (minionerec-reference.
 - ``semantic``: cosine similarity of item embeddings (a ``.npy`` matrix, row = item id, given by the
   user); a SID shared by several items uses the mean of their cosines.
 - ``cf``: the probability a collaborative-filtering model gives the completion after the user's item
-  history (:class:`rec_lightning.modules.cf_reward.CollaborativeReward`, backed by our SASRec). Reward
-  objects with ``uses_histories = True`` get ``histories=`` (one tuple of item ids per prompt) as well.
+  history (:class:`rec_lightning.modules.cf_reward.CollaborativeReward`, backed by our SASRec).
+- ``transition``: the transition baseline's probability of the completion after the user's item history
+  (:class:`rec_lightning.modules.transition_reward.TransitionReward`, counted on the train split): a dense
+  teacher that is strong at rank 1. Reward objects with ``uses_histories = True`` (``cf``, ``transition``)
+  get ``histories=`` (one tuple of item ids per prompt) as well.
 """
 
 from __future__ import annotations

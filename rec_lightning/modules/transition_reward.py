@@ -1,0 +1,73 @@
+"""The ``transition`` GRPO reward: how likely the transition baseline finds each completion (a dense teacher).
+
+The transition model (:class:`rec_lightning.modules.baselines.TransitionModel`, fit here on the train split
+the policy trains on) beats our from-scratch LM at the top of the list on Industrial (HR@1 0.083 vs 0.070),
+unlike SASRec, so it is the teacher issue 29 proposes. For a prompt whose user history is ``h`` and a
+completion whose SID is ``s``, the reward is
+
+    p(s | h) = sum_{j in items(s)} T(h)_j / sum_j T(h)_j,    T(h)_j = sum_d decay**d * count(h_d -> j)
+
+(the recency-weighted transition counts, normalised over the catalog); a history none of whose items has an
+outgoing transition in train falls back to the popularity distribution (train-target counts), as the
+baseline's own ranking does. The value lies in [0, 1] like the other rewards, it is dense (every completion
+the counts reach gets a graded value, target or not) and independent of the target, like ``cf``.
+
+Cost: fitting is the baseline's (one pass over the train rows, O(pairs) memory); each call scores the B
+prompts' histories with one sparse x dense product, O(pairs * B) time, ``[B, V]`` memory.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from rec_lightning.data.records import SequenceRecord
+from rec_lightning.modules.baselines import TransitionModel
+from rec_lightning.sids.codec import ItemCatalog
+
+
+class TransitionReward:
+    """``transition`` reward: the transition baseline's probability of each completion's SID after the history.
+
+    Args:
+        train_records: the train split's rows (the counts come from these only: no valid/test leakage).
+        catalog: the data's catalog (SID -> item ids).
+        decay: weight ``decay**d`` of the history item ``d`` steps before the last (0: the last item only).
+
+    Called as ``reward(completions, targets, group_size, histories=...)`` with ``histories`` one tuple of
+    item ids per prompt (B of them for B x G completions).
+    """
+
+    __name__ = "transition"
+    uses_histories = True
+
+    def __init__(self, train_records: Sequence[SequenceRecord], catalog: ItemCatalog, decay: float = 0.3) -> None:
+        self.catalog = catalog
+        self.model = TransitionModel(max(catalog.item_ids) + 1, decay=decay).fit(train_records)
+        popularity = self.model.popularity.counts
+        self.popularity = popularity / popularity.sum() if popularity.sum() > 0 else popularity
+        self._columns: dict[str, list[int]] = {}
+
+    def _items_of(self, sid: str) -> list[int]:
+        if sid not in self._columns:
+            ids = list(self.catalog.items_with_sid(sid))
+            if not ids:
+                raise ValueError(f"completion {sid!r} is not an item of the catalog; constrained decoding must only "
+                                 "produce valid SIDs")
+            self._columns[sid] = ids
+        return self._columns[sid]
+
+    def probabilities(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        """``[B, V]`` float64 next-item probabilities (each row sums to 1, or is all 0 without any train data)."""
+        scores = self.model.transition_scores(histories)  # [B, V]
+        totals = scores.sum(dim=1, keepdim=True)
+        return torch.where(totals > 0, scores / totals.clamp_min(1e-300), self.popularity.expand_as(scores))
+
+    def __call__(self, completions: Sequence[str], targets: Sequence[str], group_size: int, *,
+                 histories: Sequence[Sequence[int]]) -> list[float]:
+        if len(completions) != len(histories) * group_size:
+            raise ValueError(f"{len(completions)} completions for {len(histories)} histories in groups of {group_size}")
+        probs = self.probabilities(histories)
+        return [float(probs[i // group_size, self._items_of(sid)].sum()) if sid else 0.0  # "": no item decoded
+                for i, sid in enumerate(completions)]
