@@ -40,6 +40,11 @@ def build_parser() -> SuggestingParser:
     parser.add_argument("--num_beams", type=int, default=50)
     parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS), help="cut-offs K (<= num_beams)")
     parser.add_argument("--renormalize", action="store_true", help="renormalise log-probs over allowed tokens")
+    parser.add_argument("--prior", default="none", choices=("none", "transition"),
+                        help="re-rank each beam list by log p + prior_weight x log p_transition(SID | history), the "
+                        "transition baseline counted on this data's train split (choose the weight on valid)")
+    parser.add_argument("--prior_weight", type=float, default=1.0, help="weight of the prior's log-probability")
+    parser.add_argument("--prior_decay", type=float, default=0.3, help="the transition prior's recency decay")
     parser.add_argument("--output", required=True, help="folder for eval_results.json and metrics.json (one run at a "
                         "time; earlier results there need --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace eval_results.json and metrics.json of an "
@@ -62,6 +67,9 @@ def main(argv: Sequence[str]) -> None:
     args = build_parser().parse_args(list(argv))
     if args.num_beams < 1 or args.batch_size < 1:
         raise SystemExit("--num_beams and --batch_size must be at least 1")
+    if args.prior_weight < 0 or not 0.0 <= args.prior_decay <= 1.0:
+        raise SystemExit(f"--prior_weight must be >= 0 (got {args.prior_weight}) and --prior_decay in [0, 1] (got "
+                         f"{args.prior_decay}); choose both on the valid split")
     from lightning.fabric import Fabric
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from rec_lightning.modules.export import read_metadata
@@ -114,6 +122,13 @@ def evaluate(fabric, args: Namespace) -> dict:
     datamodule.use_tokenizer(tokenizer)  # the checkpoint's, loaded once
     evaluator = RankingEvaluator(catalog, tokenizer.get_vocab(), tokenizer.eos_token_id, args.num_beams, args.ks,
                                  args.renormalize, keep_predictions=True).to(fabric.device)
+    prior = None
+    if args.prior == "transition":
+        from rec_lightning.modules.transition_prior import TransitionPrior
+
+        prior = TransitionPrior(datamodule.records("train"), catalog, evaluator.item_to_key, len(evaluator.trie.keys),
+                                args.prior_weight, args.prior_decay)
+        evaluator.rerank = prior
     loader = datamodule.generation_dataloader(args.split, limit=args.limit, seed=args.seed)
     start = time.perf_counter()
     for number, batch in enumerate(loader, start=1):
@@ -128,7 +143,8 @@ def evaluate(fabric, args: Namespace) -> dict:
     metrics.update(split=args.split, category=datamodule.category, checkpoint=str(Path(args.checkpoint).resolve()),
                    processes=fabric.world_size, seconds=round(seconds, 2),
                    users_per_second=round(metrics["count"] / max(seconds, 1e-9), 2),
-                   device=str(fabric.device), dtype=str(next(model.parameters()).dtype).replace("torch.", ""))
+                   device=str(fabric.device), dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
+                   prior=None if prior is None else prior.settings())
     if fabric.is_global_zero:
         empty_error = None
         try:

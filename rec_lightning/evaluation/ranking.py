@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -46,10 +46,16 @@ class RankingEvaluator:
         ks: cut-offs; those above ``num_beams`` are dropped.
         renormalize: renormalise step log-probabilities over the allowed tokens.
         keep_predictions: keep ranked lists (on CPU) for :meth:`records`.
+        rerank: ``(items [R, N], scores [R, N], histories [R, H]) -> (items, scores)``, applied to each batch's
+            decoded lists before they are scored (e.g. :class:`rec_lightning.modules.transition_prior.TransitionPrior`);
+            the batch must then carry ``history_item_ids``.
     """
 
     def __init__(self, catalog: ItemCatalog, token_ids: Mapping[str, int], eos_token_id: int, num_beams: int = 50,
-                 ks: Sequence[int] = DEFAULT_KS, renormalize: bool = False, keep_predictions: bool = False) -> None:
+                 ks: Sequence[int] = DEFAULT_KS, renormalize: bool = False, keep_predictions: bool = False,
+                 rerank: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+                 ) -> None:
+        self.rerank = rerank
         self.catalog = catalog
         self.num_beams = num_beams
         self.renormalize = renormalize
@@ -93,6 +99,10 @@ class RankingEvaluator:
         target_ids = batch["target_item_id"].to(device)  # [B]
         real = (batch["index"].to(device) >= 0) if "index" in batch else torch.ones_like(target_ids, dtype=torch.bool)
         items, scores, target_ids = output.items[real], output.scores[real], target_ids[real]  # [R, N], [R, N], [R]
+        if self.rerank is not None:
+            if "history_item_ids" not in batch:
+                raise ValueError("re-ranking needs each row's item history: the batch has no history_item_ids")
+            items, scores = self.rerank(items, scores, batch["history_item_ids"].to(device)[real])
         known = (target_ids >= 0) & (target_ids < self.item_to_key.numel())
         targets = torch.where(known, self.item_to_key[target_ids.clamp(0, self.item_to_key.numel() - 1)], -1)
         kept = DecodingOutput(items=items, scores=scores, peak_cache_bytes=output.peak_cache_bytes)
