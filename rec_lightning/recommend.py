@@ -95,6 +95,18 @@ class Recommender:
         self.device = next(model.parameters()).device
         self.trie = SIDTrie.from_catalog(catalog, tokenizer.get_vocab(), tokenizer.eos_token_id).to(self.device)
         self._titles: dict[str, tuple[int, ...]] | None = None
+        self.prior = None  # see use_transition_prior
+
+    def use_transition_prior(self, train_records: Sequence[Any], weight: float, decay: float = 0.3) -> "Recommender":
+        """Re-rank every beam list by ``log p + weight * log p_transition`` (``evaluate --prior transition``'s
+        :class:`~rec_lightning.modules.transition_prior.TransitionPrior`), counted on ``train_records`` (the train
+        split the model was trained on, e.g. ``load_rec_data(dir, category, splits=("train",)).splits["train"]``).
+        Choose ``weight`` on the valid split. ``weight`` 0 switches it off."""
+        from rec_lightning.modules.transition_prior import TransitionPrior
+
+        self.prior = None if weight == 0 else TransitionPrior(
+            train_records, self.catalog, self.trie.catalog_item_index(self.catalog), len(self.trie.keys), weight, decay)
+        return self
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, data_dir: str | None = None, category: str | None = None,
@@ -233,8 +245,10 @@ class Recommender:
             output = constrained_beam_search(self.model, batch["input_ids"].to(self.device),
                                              batch["attention_mask"].to(self.device), self.trie, num_beams,
                                              self.renormalize)
-            for index, items, scores in zip(batch["index"].tolist(), output.items.cpu().tolist(),
-                                            output.scores.cpu().tolist()):
+            ranked, scored = output.items, output.scores
+            if self.prior is not None:  # the same beams, re-ranked (scores become the fused ones)
+                ranked, scored = self.prior(ranked, scored, batch["history_item_ids"])
+            for index, items, scores in zip(batch["index"].tolist(), ranked.cpu().tolist(), scored.cpu().tolist()):
                 results.append(self._recommendation(resolved[index], items[:k], scores[:k]))
         return self.to_frame(results) if as_frame else results
 

@@ -6,7 +6,8 @@ A history is comma-separated item ids, SIDs or exact titles, oldest first; repea
 more users. The items come from the catalog the checkpoint carries (``item_catalog.json``), so no data
 folder is needed; ``--data_dir``/``--category`` use the data the model was trained on instead (checked
 against the checkpoint's SID index; needed for checkpoints written before they carried their catalog).
-``--json FILE`` also writes the rankings (atomically).
+``--json FILE`` also writes the rankings (atomically). ``--prior transition --prior_weight W`` re-ranks the beams
+as ``evaluate --prior`` does (the transition counts of ``--data_dir``'s train split; choose ``W`` on valid).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ def build_parser() -> SuggestingParser:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cpu)")
     parser.add_argument("--dtype", default=None, help="bfloat16, float16, float32 (default: as saved)")
     parser.add_argument("--json", default=None, help="also write the rankings to this JSON file")
+    parser.add_argument("--prior", default="none", choices=("none", "transition"),
+                        help="re-rank the beams with the transition baseline's probabilities (needs --data_dir)")
+    parser.add_argument("--prior_weight", type=float, default=1.0, help="weight of the prior's log-probability")
+    parser.add_argument("--prior_decay", type=float, default=0.3, help="the transition prior's recency decay")
     return parser
 
 
@@ -41,16 +46,32 @@ def split_history(text: str) -> list[str]:
     return parts
 
 
+def _train_records(args, catalog) -> list:
+    from rec_lightning.files.layout import available_categories
+    from rec_lightning.data.records import load_rec_data
+
+    categories = [args.category] if args.category else available_categories(args.data_dir)
+    if len(categories) != 1:
+        raise SystemExit(f"{args.data_dir} holds categories {categories}: choose one with --category")
+    return load_rec_data(args.data_dir, categories[0], splits=("train",), catalog=catalog).splits["train"]
+
+
 def main(argv: Sequence[str]) -> None:
     """Entry point: ``python -m rec_lightning recommend ...``."""
     args = build_parser().parse_args(list(argv))
     histories = [split_history(text) for text in args.history]
+    if args.prior != "none" and (args.data_dir is None or args.prior_weight < 0 or not 0 <= args.prior_decay <= 1):
+        raise SystemExit("--prior transition counts the train split of --data_dir (give the folder the model was "
+                         "trained on), with --prior_weight >= 0 and --prior_decay in [0, 1]")
     from rec_lightning.modules.export import CheckpointMismatchError
     from rec_lightning.recommend import Recommender, UnknownItemError
 
     try:
         recommender = Recommender.from_checkpoint(args.checkpoint, data_dir=args.data_dir, category=args.category,
                                                   device=args.device, dtype=args.dtype)
+        if args.prior == "transition":
+            recommender.use_transition_prior(_train_records(args, recommender.catalog), args.prior_weight,
+                                             args.prior_decay)
         results = recommender.recommend(histories, k=args.k, num_beams=args.num_beams)
     except (FileNotFoundError, CheckpointMismatchError, UnknownItemError, ValueError) as err:
         raise SystemExit(str(err)) from None

@@ -85,6 +85,36 @@ def test_evaluate_with_the_prior_reorders_the_same_beams(quickstart_trained, qui
         assert expected == next(r for r in records if r["row"] == record["row"])["predict"]
 
 
+def test_recommend_with_the_prior_ranks_like_evaluate_with_it(quickstart_trained, tmp_path):
+    """Recommender.use_transition_prior and ``recommend --prior`` give ``evaluate --prior``'s lists for the same rows."""
+    from rec_lightning.data.records import load_rec_data
+    from rec_lightning.recommend import Recommender
+
+    checkpoint, data_dir, examples = quickstart_trained
+    output = tmp_path / "prior"
+    run_cli("evaluate", "--checkpoint", str(checkpoint), "--data_dir", str(data_dir), "--category", "Demo_Shop",
+            "--split", "test", "--num_beams", "10", "--output", str(output), "--accelerator", "cpu", "--batch_size", "8",
+            "--prior", "transition", "--prior_weight", "0.7", cwd=REPO, timeout=300, check=True)
+    records = {r["row"]: r for r in json.loads((output / "eval_results.json").read_text())}
+    recommender = Recommender.from_checkpoint(checkpoint, data_dir=str(data_dir), batch_size=8)
+    recommender.use_transition_prior(load_rec_data(data_dir, "Demo_Shop", splits=("train",)).splits["train"], 0.7)
+    histories = [list(e.history_item_ids) for e in examples]
+    results = recommender.recommend(histories, k=10, num_beams=10)
+    for example, result in zip(examples, results):
+        assert result.sids == records[example.row]["predict"]
+        assert [round(s, 6) for s in result.scores] == pytest.approx(records[example.row]["scores"], abs=1e-5)
+    first = examples[0]
+    shell = run_cli("recommend", "--checkpoint", str(checkpoint), "--data_dir", str(data_dir),
+                    "--history", ",".join(map(str, first.history_item_ids)), "--k", "5", "--num_beams", "10",
+                    "--prior", "transition", "--prior_weight", "0.7", "--json", str(tmp_path / "top.json"),
+                    cwd=REPO, timeout=300, check=True)
+    top = json.loads((tmp_path / "top.json").read_text())[0]["recommendations"]
+    assert [row["sid"] for row in top] == records[first.row]["predict"][:5], shell.stdout
+    refused = run_cli("recommend", "--checkpoint", str(checkpoint), "--history", "1,2", "--prior", "transition",
+                      cwd=REPO, timeout=300, check=False)
+    assert refused.returncode != 0 and "counts the train split of --data_dir" in refused.stderr
+
+
 def test_bad_prior_options_are_refused():
     result = run_cli("evaluate", "--checkpoint", "x", "--output", "y", "--prior", "transition", "--prior_weight", "-1",
                      cwd=REPO, timeout=120, check=False)
