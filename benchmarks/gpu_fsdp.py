@@ -136,6 +136,7 @@ def worker(args: argparse.Namespace) -> None:
         Path(args.result).write_text(json.dumps({
             "strategy": args.strategy, "gpus": world, "tokens_per_s": tokens / seconds, "peak_bytes": peak_max.item(),
             "device": torch.cuda.get_device_name(device) if cuda else "CPU (gloo)", "loss": loss.item()}))
+    dist.barrier()  # tear down together: a gloo peer that closes its connection first can abort the other (SIGABRT)
     dist.destroy_process_group()
 
 
