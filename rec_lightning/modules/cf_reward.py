@@ -21,10 +21,11 @@ from typing import Sequence
 import torch
 
 from rec_lightning.modules.sasrec import check_sasrec_catalog, load_sasrec
+from rec_lightning.rl.rewards import SIDProbabilityReward
 from rec_lightning.sids.codec import ItemCatalog
 
 
-class CollaborativeReward:
+class CollaborativeReward(SIDProbabilityReward):
     """``cf`` reward: the SASRec probability of each completion's SID given the prompt's item history.
 
     Args:
@@ -36,23 +37,12 @@ class CollaborativeReward:
     """
 
     __name__ = "cf"
-    uses_histories = True
 
     def __init__(self, checkpoint: str | Path, catalog: ItemCatalog) -> None:
+        super().__init__(catalog)
         self.network, config = load_sasrec(checkpoint)
         check_sasrec_catalog(config, catalog, checkpoint)
         self.max_history = config["max_history"]
-        self.catalog = catalog
-        self._columns: dict[str, list[int]] = {}
-
-    def _items_of(self, sid: str) -> list[int]:
-        if sid not in self._columns:
-            ids = list(self.catalog.items_with_sid(sid))
-            if not ids:
-                raise ValueError(f"completion {sid!r} is not an item of the catalog; constrained decoding must only "
-                                 "produce valid SIDs")
-            self._columns[sid] = ids
-        return self._columns[sid]
 
     @torch.no_grad()
     def probabilities(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -63,11 +53,3 @@ class CollaborativeReward:
             tokens.append([0] * (self.max_history - len(kept)) + kept)
         logits = self.network.score_histories(torch.tensor(tokens, dtype=torch.long))
         return logits.float().softmax(dim=-1)
-
-    def __call__(self, completions: Sequence[str], targets: Sequence[str], group_size: int, *,
-                 histories: Sequence[Sequence[int]]) -> list[float]:
-        if len(completions) != len(histories) * group_size:
-            raise ValueError(f"{len(completions)} completions for {len(histories)} histories in groups of {group_size}")
-        probs = self.probabilities(histories)
-        return [float(probs[i // group_size, self._items_of(sid)].sum()) if sid else 0.0  # "": no item decoded
-                for i, sid in enumerate(completions)]

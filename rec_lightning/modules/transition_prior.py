@@ -55,6 +55,7 @@ class TransitionPrior:
         counts = self.teacher.model.popularity.counts
         self.popularity = (counts + 1.0) / (counts.sum() + counts.numel())  # [V] add-one smoothed
         self.item_to_key = item_to_key.cpu()
+        self._known = torch.nonzero(self.item_to_key >= 0).squeeze(1)  # item ids in the catalog
         self.num_keys = num_keys
         self.weight, self.decay, self.mix = weight, decay, mix
 
@@ -64,9 +65,8 @@ class TransitionPrior:
     def key_log_probs(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """``[B, K]`` float64 log prior of every trie key (SID) after each history."""
         items = (1.0 - self.mix) * self.teacher.probabilities(histories) + self.mix * self.popularity  # [B, V]
-        known = torch.nonzero(self.item_to_key >= 0).squeeze(1)  # item ids in the catalog
         keys = torch.zeros(len(histories), self.num_keys, dtype=torch.float64)
-        keys.index_add_(1, self.item_to_key[known], items[:, known])
+        keys.index_add_(1, self.item_to_key[self._known], items[:, self._known])
         return keys.log()
 
     def __call__(self, items: torch.Tensor, scores: torch.Tensor,

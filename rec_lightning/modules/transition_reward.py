@@ -24,10 +24,11 @@ import torch
 
 from rec_lightning.data.records import SequenceRecord
 from rec_lightning.modules.baselines import TransitionModel
+from rec_lightning.rl.rewards import SIDProbabilityReward
 from rec_lightning.sids.codec import ItemCatalog
 
 
-class TransitionReward:
+class TransitionReward(SIDProbabilityReward):
     """``transition`` reward: the transition baseline's probability of each completion's SID after the history.
 
     Args:
@@ -40,34 +41,15 @@ class TransitionReward:
     """
 
     __name__ = "transition"
-    uses_histories = True
 
     def __init__(self, train_records: Sequence[SequenceRecord], catalog: ItemCatalog, decay: float = 0.3) -> None:
-        self.catalog = catalog
+        super().__init__(catalog)
         self.model = TransitionModel(max(catalog.item_ids) + 1, decay=decay).fit(train_records)
         popularity = self.model.popularity.counts
         self.popularity = popularity / popularity.sum() if popularity.sum() > 0 else popularity
-        self._columns: dict[str, list[int]] = {}
-
-    def _items_of(self, sid: str) -> list[int]:
-        if sid not in self._columns:
-            ids = list(self.catalog.items_with_sid(sid))
-            if not ids:
-                raise ValueError(f"completion {sid!r} is not an item of the catalog; constrained decoding must only "
-                                 "produce valid SIDs")
-            self._columns[sid] = ids
-        return self._columns[sid]
 
     def probabilities(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """``[B, V]`` float64 next-item probabilities (each row sums to 1, or is all 0 without any train data)."""
         scores = self.model.transition_scores(histories)  # [B, V]
         totals = scores.sum(dim=1, keepdim=True)
         return torch.where(totals > 0, scores / totals.clamp_min(1e-300), self.popularity.expand_as(scores))
-
-    def __call__(self, completions: Sequence[str], targets: Sequence[str], group_size: int, *,
-                 histories: Sequence[Sequence[int]]) -> list[float]:
-        if len(completions) != len(histories) * group_size:
-            raise ValueError(f"{len(completions)} completions for {len(histories)} histories in groups of {group_size}")
-        probs = self.probabilities(histories)
-        return [float(probs[i // group_size, self._items_of(sid)].sum()) if sid else 0.0  # "": no item decoded
-                for i, sid in enumerate(completions)]

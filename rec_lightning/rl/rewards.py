@@ -127,6 +127,41 @@ class SemanticReward:
         return [float(self._mean_vector(c) @ self._mean_vector(t)) for c, t in zip(completions, targets)]
 
 
+class SIDProbabilityReward:
+    """Base of the history rewards (``cf``, ``transition``): each completion gets the probability mass that a
+    next-item model gives its SID's items after the prompt's history (a SID shared by several items gets the
+    sum over them; ``""``, nothing decoded, gets 0). Subclasses set ``__name__`` and implement
+    :meth:`probabilities`.
+    """
+
+    uses_histories = True
+
+    def __init__(self, catalog: ItemCatalog) -> None:
+        self.catalog = catalog
+        self._columns: dict[str, list[int]] = {}
+
+    def probabilities(self, histories: Sequence[Sequence[int]]):
+        """``[B, V]`` next-item probabilities (a torch tensor) for each history."""
+        raise NotImplementedError
+
+    def _items_of(self, sid: str) -> list[int]:
+        if sid not in self._columns:
+            ids = list(self.catalog.items_with_sid(sid))
+            if not ids:
+                raise ValueError(f"completion {sid!r} is not an item of the catalog; constrained decoding must only "
+                                 "produce valid SIDs")
+            self._columns[sid] = ids
+        return self._columns[sid]
+
+    def __call__(self, completions: Sequence[str], targets: Sequence[str], group_size: int, *,
+                 histories: Sequence[Sequence[int]]) -> list[float]:
+        if len(completions) != len(histories) * group_size:
+            raise ValueError(f"{len(completions)} completions for {len(histories)} histories in groups of {group_size}")
+        probs = self.probabilities(histories)
+        return [float(probs[i // group_size, self._items_of(sid)].sum()) if sid else 0.0
+                for i, sid in enumerate(completions)]
+
+
 REWARDS: dict[str, RewardFn] = {
     "rule": rule_reward,
     "ranking": ranking_reward,
