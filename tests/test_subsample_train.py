@@ -45,4 +45,6 @@ def test_subsample_keeps_a_seeded_fraction_of_train_and_copies_the_rest(demo_dir
     assert json.loads((tmp_path / "other" / "subsample.json").read_text())["kept_row_numbers"] != summary["kept_row_numbers"]
     refused = run("--data_dir", demo_dir, "--output", tmp_path / "small", cwd=tmp_path)
     assert refused.returncode != 0 and "exists" in refused.stderr
-    assert run("--data_dir", demo_dir, "--output", tmp_path / "x", "--fraction", 0, cwd=tmp_path).returncode != 0
+    bad = run("--data_dir", demo_dir, "--output", tmp_path / "x", "--fraction", 0, cwd=tmp_path)
+    assert bad.returncode != 0 and "--fraction must be in (0, 1], got 0.0" in bad.stderr
+    assert not (tmp_path / "x").exists()
