@@ -43,7 +43,11 @@ def build_parser() -> SuggestingParser:
     parser.add_argument("--prior", default="none", choices=("none", "transition"),
                         help="re-rank each beam list by log p + prior_weight x log p_transition(SID | history), the "
                         "transition baseline counted on this data's train split (choose the weight on valid)")
-    parser.add_argument("--prior_weight", type=float, default=1.0, help="weight of the prior's log-probability")
+    parser.add_argument("--prior_weight", type=str, default="1.0",
+                        help="weight of the prior's log-probability, or 'auto': decode the valid split first and keep "
+                        "the weight of 0, 0.25, 0.5, 1, 2, 3, 5, 8 with the best valid NDCG@10 (0 unless the prior helps)")
+    parser.add_argument("--prior_tune_limit", type=int, default=None,
+                        help="with --prior_weight auto: a seeded subset of this many valid rows (default: all)")
     parser.add_argument("--prior_decay", type=float, default=0.3, help="the transition prior's recency decay")
     parser.add_argument("--output", required=True, help="folder for eval_results.json and metrics.json (one run at a "
                         "time; earlier results there need --overwrite)")
@@ -67,9 +71,12 @@ def main(argv: Sequence[str]) -> None:
     args = build_parser().parse_args(list(argv))
     if args.num_beams < 1 or args.batch_size < 1:
         raise SystemExit("--num_beams and --batch_size must be at least 1")
-    if args.prior_weight < 0 or not 0.0 <= args.prior_decay <= 1.0:
-        raise SystemExit(f"--prior_weight must be >= 0 (got {args.prior_weight}) and --prior_decay in [0, 1] (got "
-                         f"{args.prior_decay}); choose both on the valid split")
+    args.prior_weight = _prior_weight(args.prior_weight)
+    if (args.prior_weight != "auto" and args.prior_weight < 0) or not 0.0 <= args.prior_decay <= 1.0:
+        raise SystemExit(f"--prior_weight must be >= 0 or 'auto' (got {args.prior_weight}) and --prior_decay in [0, 1] "
+                         f"(got {args.prior_decay}); choose both on the valid split")
+    if args.prior_tune_limit is not None and (args.prior_tune_limit < 1 or args.prior_weight != "auto"):
+        raise SystemExit("--prior_tune_limit (valid rows to choose the weight on, >= 1) needs --prior_weight auto")
     from lightning.fabric import Fabric
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from rec_lightning.modules.export import read_metadata
@@ -126,8 +133,12 @@ def evaluate(fabric, args: Namespace) -> dict:
     if args.prior == "transition":
         from rec_lightning.modules.transition_prior import TransitionPrior
 
+        auto = args.prior_weight == "auto"
         prior = TransitionPrior(datamodule.records("train"), catalog, evaluator.item_to_key, len(evaluator.trie.keys),
-                                args.prior_weight, args.prior_decay)
+                                0.0 if auto else args.prior_weight, args.prior_decay)
+        if auto:
+            prior.choice = _choose_prior_weight(fabric, model, datamodule, tokenizer, catalog, prior, args)
+            prior.weight = prior.choice["weight"]
         evaluator.rerank = prior
     loader = datamodule.generation_dataloader(args.split, limit=args.limit, seed=args.seed)
     start = time.perf_counter()
@@ -157,6 +168,47 @@ def evaluate(fabric, args: Namespace) -> dict:
             raise empty_error
     fabric.barrier()
     return metrics
+
+
+def _prior_weight(value: str | float) -> str | float:
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise SystemExit(f"--prior_weight must be a number >= 0 or 'auto' (got {value!r})") from None
+
+
+def _choose_prior_weight(fabric, model, datamodule, tokenizer, catalog, prior, args: Namespace) -> dict:
+    """``--prior_weight auto``: decode the valid split (every process its share), then keep the grid weight whose
+    re-ranked lists have the best NDCG@10 over all of its rows; the same choice on every process."""
+    import torch
+
+    from rec_lightning.evaluation.ranking import RankingEvaluator
+    from rec_lightning.modules.transition_prior import WEIGHT_GRID, choose_prior_weight, prior_weight_ndcg
+
+    if args.split == "valid":
+        log.warning("--prior_weight auto chooses the weight on the valid split: the valid metrics below are tuned on "
+                    "their own rows (report the test split)")
+    tuner = RankingEvaluator(catalog, tokenizer.get_vocab(), tokenizer.eos_token_id, args.num_beams, args.ks,
+                             args.renormalize, keep_predictions=True).to(fabric.device)
+    loader = datamodule.generation_dataloader("valid", limit=args.prior_tune_limit, seed=args.seed)
+    for batch in loader:
+        tuner.update(model, fabric.to_device(batch))
+    predictions = tuner.gathered_predictions()
+    examples = loader.dataset.examples
+    histories = [examples[index].history_item_ids for index in predictions["index"].tolist()]
+    item_to_key = tuner.item_to_key.cpu()
+    target_ids = predictions["target_item_id"]
+    known = (target_ids >= 0) & (target_ids < item_to_key.numel())
+    targets = torch.where(known, item_to_key[target_ids.clamp(0, item_to_key.numel() - 1)], -1)
+    ndcg = prior_weight_ndcg(prior, predictions["items"], predictions["scores"], histories, targets, WEIGHT_GRID)
+    weight = choose_prior_weight(ndcg, WEIGHT_GRID)
+    if fabric.is_global_zero:
+        log.info("prior weight chosen on %d valid rows (NDCG@10 after re-ranking): %s -> %s", len(histories),
+                 ", ".join(f"{w:g}: {v:.4f}" for w, v in zip(WEIGHT_GRID, ndcg)), weight)
+    return {"weight": weight, "split": "valid", "rows": len(histories), "metric": "ndcg@10",
+            "by_weight": {f"{w:g}": round(v, 6) for w, v in zip(WEIGHT_GRID, ndcg)}}
 
 
 def _print_table(records: list, metrics: dict, results_path: Path, metrics_path: Path) -> None:

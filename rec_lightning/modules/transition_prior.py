@@ -58,9 +58,11 @@ class TransitionPrior:
         self._known = torch.nonzero(self.item_to_key >= 0).squeeze(1)  # item ids in the catalog
         self.num_keys = num_keys
         self.weight, self.decay, self.mix = weight, decay, mix
+        self.choice: dict | None = None  # how the weight was chosen (``evaluate --prior_weight auto``)
 
     def settings(self) -> dict:
-        return {"kind": "transition", "weight": self.weight, "decay": self.decay, "mix": self.mix}
+        settings = {"kind": "transition", "weight": self.weight, "decay": self.decay, "mix": self.mix}
+        return settings if self.choice is None else {**settings, "chosen": self.choice}
 
     def key_log_probs(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """``[B, K]`` float64 log prior of every trie key (SID) after each history."""
@@ -84,3 +86,47 @@ class TransitionPrior:
         fused = torch.where(cpu_items >= 0, fused, torch.tensor(float("-inf"), dtype=torch.float64))
         fused, order = torch.sort(fused, dim=1, descending=True, stable=True)
         return cpu_items.gather(1, order).to(device), fused.float().to(device)
+
+
+#: ``evaluate --prior_weight auto`` tries these weights (0 = the model alone) and keeps the best on valid.
+WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0)
+
+
+def prior_weight_ndcg(prior: TransitionPrior, items: torch.Tensor, scores: torch.Tensor,
+                      histories: Sequence[Sequence[int]], targets: torch.Tensor, weights: Sequence[float] = WEIGHT_GRID,
+                      k: int = 10, chunk: int = 1024) -> list[float]:
+    """Mean NDCG@k of the re-ranked lists for each weight in ``weights`` (the choice of ``--prior_weight auto``).
+
+    Args:
+        prior: the prior (its own ``weight`` is not used).
+        items: ``[R, N]`` decoded trie keys per row, best first (-1: no item).
+        scores: ``[R, N]`` their LM scores (``-inf`` where there is no item).
+        histories: each row's item history.
+        targets: ``[R]`` trie key of each row's target (-1: not in the catalog, never a hit).
+        k: the cut-off.
+
+    One hit at most per row (the beams are distinct keys), so NDCG@k = 1 / log2(1 + rank) when the target is in
+    the top k. Cost: O(R x N x len(weights)) after one ``[chunk, K]`` prior per chunk of rows.
+    """
+    items, scores, targets = items.cpu(), scores.cpu().double(), targets.cpu()
+    if items.shape[0] == 0:
+        raise ValueError("no rows to choose the prior weight on")
+    k = min(k, items.shape[1])
+    discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))  # [k]
+    totals = torch.zeros(len(weights), dtype=torch.float64)
+    for start in range(0, items.shape[0], chunk):
+        part, part_scores = items[start:start + chunk], scores[start:start + chunk]
+        part_targets = targets[start:start + chunk].unsqueeze(1)
+        log_prior = prior.key_log_probs(histories[start:start + chunk]).gather(1, part.clamp(min=0))  # [r, N]
+        for number, weight in enumerate(weights):
+            fused = torch.where(part >= 0, part_scores + weight * log_prior, float("-inf"))
+            order = torch.sort(fused, dim=1, descending=True, stable=True).indices[:, :k]
+            hits = (part.gather(1, order) == part_targets) & (part_targets >= 0)  # [r, k]
+            totals[number] += (hits.double() * discounts).sum()
+    return (totals / items.shape[0]).tolist()
+
+
+def choose_prior_weight(ndcg: Sequence[float], weights: Sequence[float] = WEIGHT_GRID) -> float:
+    """The weight with the highest NDCG (the smallest such weight on ties: no prior unless it helps)."""
+    best = max(ndcg)
+    return min(weight for weight, value in zip(weights, ndcg) if value == best)

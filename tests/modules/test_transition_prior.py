@@ -14,7 +14,7 @@ from cli_helpers import run_cli
 
 from rec_lightning.data.collate import pad_histories
 from rec_lightning.data.records import SequenceRecord
-from rec_lightning.modules.transition_prior import TransitionPrior
+from rec_lightning.modules.transition_prior import TransitionPrior, choose_prior_weight, prior_weight_ndcg
 from rec_lightning.sids.codec import ItemCatalog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +52,35 @@ def test_fused_scores_by_hand():
     assert torch.equal(same_items, items) and torch.equal(same_scores, scores)
 
 
+def test_the_prior_weight_is_chosen_by_ndcg_by_hand():
+    """``--prior_weight auto``'s choice: NDCG@k of the re-ranked lists per weight, the smallest best weight."""
+    prior = TransitionPrior(TRAIN, CATALOG, ITEM_TO_KEY, 4, weight=0.0, decay=0.5, mix=0.1)
+    # every row: history (0,), beams A -1, C -1.5, B -2 (keys 0, 2, 1); prior A .02, B .64, C .33 (as above)
+    # weight 0: A, C, B; weight 0.25: C -1.777, A -1.978, B -2.112; weight 1: B, C, A
+    items = torch.tensor([[0, 2, 1]] * 4)
+    scores = torch.tensor([[-1.0, -1.5, -2.0]] * 4)
+    targets = torch.tensor([1, 1, 0, -1])  # B, B, A, and a target outside the catalog (never a hit)
+    ndcg = prior_weight_ndcg(prior, items, scores, [(0,)] * 4, targets, weights=(0.0, 0.25, 1.0), chunk=3)
+    third, half = 1 / math.log2(3), 0.5
+    assert ndcg == pytest.approx([(half + half + 1) / 4, (half + half + third) / 4, (1 + 1 + half) / 4])
+    assert choose_prior_weight(ndcg, (0.0, 0.25, 1.0)) == 1.0
+    assert prior_weight_ndcg(prior, items, scores, [(0,)] * 4, targets, weights=(0.0,), k=2) == [0.25]  # B at 3: 0
+    level = prior_weight_ndcg(prior, items[1:3], scores[1:3], [(0,)] * 2, targets[1:3], weights=(0.0, 0.25, 1.0))
+    assert level[0] == level[2] == pytest.approx(0.75) and choose_prior_weight(level, (0.0, 0.25, 1.0)) == 0.0
+
+
+def offline_rerank(records, data_dir, weight, decay=0.3):
+    """benchmarks/rerank_offline.py's independent re-rank of a plain run's saved test lists: row -> SIDs."""
+    spec = importlib.util.spec_from_file_location("rerank_offline", REPO / "benchmarks" / "rerank_offline.py")
+    offline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(offline)
+    ordered = sorted(records, key=lambda r: int(r["row"]))
+    log_prior = offline.priors(str(data_dir), "Demo_Shop", ordered, decay, split="test")["transition"]
+    return {record["row"]: [record["predict"][j] for j in np.argsort(-(np.asarray(record["scores"]) + weight * prior),
+                                                                      kind="stable")]
+            for record, prior in zip(ordered, log_prior)}
+
+
 def test_evaluate_with_the_prior_reorders_the_same_beams(quickstart_trained, quickstart_evaluated, tmp_path):
     checkpoint, data_dir, _ = quickstart_trained
     _, plain, plain_metrics, _ = quickstart_evaluated
@@ -74,15 +103,34 @@ def test_evaluate_with_the_prior_reorders_the_same_beams(quickstart_trained, qui
 
     # the offline analysis re-ranks the plain run's saved lists the same way (its scores are rounded to 1e-6,
     # so a near-tie may differ: allow none here, where the demo's fused scores are far apart)
-    spec = importlib.util.spec_from_file_location("rerank_offline", REPO / "benchmarks" / "rerank_offline.py")
-    offline = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(offline)
-    ordered = sorted(plain, key=lambda r: int(r["row"]))
-    log_prior = offline.priors(str(data_dir), "Demo_Shop", ordered, 0.3, split="test")["transition"]
-    for record, prior in zip(ordered, log_prior):
-        fused = np.asarray(record["scores"]) + 2.0 * prior
-        expected = [record["predict"][j] for j in np.argsort(-fused, kind="stable")]
-        assert expected == next(r for r in records if r["row"] == record["row"])["predict"]
+    expected = offline_rerank(plain, data_dir, 2.0)
+    assert {r["row"]: r["predict"] for r in records} == expected
+
+
+def test_evaluate_chooses_the_prior_weight_on_valid(quickstart_trained, quickstart_evaluated, tmp_path):
+    """``--prior_weight auto``: the weight with the best NDCG@10 on the (seeded) valid rows, recorded, then used on
+    test; its weight-0 NDCG is the plain model's on the same valid rows, its test lists the offline re-rank's."""
+    checkpoint, data_dir, _ = quickstart_trained
+    _, plain, _, _ = quickstart_evaluated
+    common = ("--checkpoint", str(checkpoint), "--data_dir", str(data_dir), "--category", "Demo_Shop", "--num_beams",
+              "10", "--accelerator", "cpu", "--batch_size", "8")
+    run_cli("evaluate", *common, "--split", "test", "--output", str(tmp_path / "auto"), "--prior", "transition",
+            "--prior_weight", "auto", "--prior_tune_limit", "40", cwd=REPO, timeout=300, check=True)
+    run_cli("evaluate", *common, "--split", "valid", "--limit", "40", "--output", str(tmp_path / "valid"),
+            cwd=REPO, timeout=300, check=True)
+    prior = json.loads((tmp_path / "auto" / "metrics.json").read_text())["prior"]
+    chosen = prior["chosen"]
+    assert chosen["split"] == "valid" and chosen["rows"] == 40 and list(chosen["by_weight"]) == [
+        "0", "0.25", "0.5", "1", "2", "3", "5", "8"]
+    best = max(chosen["by_weight"].values())
+    assert prior["weight"] == min(float(w) for w, v in chosen["by_weight"].items() if v == best)
+    valid_ndcg = json.loads((tmp_path / "valid" / "metrics.json").read_text())["ndcg@10"]
+    assert chosen["by_weight"]["0"] == pytest.approx(valid_ndcg, abs=1e-5)
+    records = json.loads((tmp_path / "auto" / "eval_results.json").read_text())
+    assert {r["row"]: r["predict"] for r in records} == offline_rerank(plain, data_dir, prior["weight"])
+    refused = run_cli("evaluate", "--checkpoint", "x", "--output", "y", "--prior", "transition", "--prior_weight",
+                      "heavy", cwd=REPO, timeout=120, check=False)
+    assert refused.returncode != 0 and "--prior_weight must be a number >= 0 or 'auto'" in refused.stderr
 
 
 def test_recommend_with_the_prior_ranks_like_evaluate_with_it(quickstart_trained, tmp_path):
