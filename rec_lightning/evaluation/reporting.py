@@ -161,7 +161,7 @@ def describe_case(summary: RunSummary, position: int, title_of_sid: Callable[[st
     return "\n".join(lines)
 
 
-PAIRED_METRICS = ("hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "mrr@10", "mrr")  # "mrr": mrr@<list length>
+PAIRED_METRICS = ("hr@1", "hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10", "mrr@10", "mrr")  # "mrr": mrr@<list length>
 
 
 def paired_comparison(first: RunSummary, second: RunSummary, metrics: Sequence[str] = PAIRED_METRICS,
