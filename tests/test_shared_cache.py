@@ -75,7 +75,9 @@ def test_lora_with_trainable_sid_rows(tied):
     input_ids, attention_mask = left_padded_prompts(8, seed=4)
     shared = constrained_beam_search(wrapped, input_ids, attention_mask, trie, 16, prompt_cache="shared")
     per_beam = constrained_beam_search(wrapped, input_ids, attention_mask, trie, 16, prompt_cache="per_beam")
-    same_results(shared, per_beam)
+    # the adapter's large random weights give large activations: float32 rounding reaches 7.7e-6 relative (1.6e-4
+    # on a score near -21) on an AVX-512 AMD EPYC, above same_results' default; the items must still be identical
+    same_results(shared, per_beam, rtol=2e-5)
     plain = constrained_beam_search(tiny_qwen(seed=0), input_ids, attention_mask, trie, 16)
     assert not torch.equal(plain.items, shared.items)  # the adapter is applied on the shared path
 

@@ -138,7 +138,10 @@ def test_two_process_fsdp2_step_equals_one_process(tmp_path):
         assert (per_rank[0][mode][0] + per_rank[1][mode][0]) / 2 == pytest.approx(single[0], rel=1e-5), mode
         moved = 0
         for name, weight in expected.items():
-            torch.testing.assert_close(sharded[name], weight, rtol=1e-4, atol=1e-6, msg=f"{mode}: {name}")
+            # atol 2e-5 = lr x 2e-3: AdamW's first step is lr x g / (|g| + eps), so an element whose gradient is
+            # ~1e-7 turns the reductions' float rounding (two processes vs one) into ~1e-5 (measured on an AVX-512
+            # AMD EPYC: 1 of 1,024 o_proj elements, 1.0e-5); a wrong shard or a missing reduction moves ~lr
+            torch.testing.assert_close(sharded[name], weight, rtol=1e-4, atol=2e-5, msg=f"{mode}: {name}")
             moved += not torch.equal(weight, before[name])
         assert moved > 0, mode
 
