@@ -38,10 +38,14 @@ def test_industrial_recipes_run_unchanged_on_another_category(tmp_path, demo_sho
     metadata = json.loads((final / "rec_lightning.json").read_text())
     assert metadata["next_item_task"] == "sid_history_to_sid_compact" and metadata["category"] == "Demo_Shop"
     # evaluate picks the compact prompt from the checkpoint: the records' inputs are SID tokens and a newline
+    # (and the recipe's decoding: the transition prior, its weight chosen on valid rows)
     cli(tmp_path, cache, "evaluate", "--checkpoint", str(final), "--data_dir", str(demo_shop), "--split", "test",
-        "--num_beams", "10", "--limit", "20", "--accelerator", "cpu", "--output", "eval")
+        "--num_beams", "10", "--limit", "20", "--accelerator", "cpu", "--output", "eval", "--prior", "transition",
+        "--prior_weight", "auto", "--prior_tune_limit", "20")
     records = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     assert len(records) == 20 and records[0]["input"].startswith("<a_") and records[0]["input"].endswith(">\n")
+    prior = json.loads((tmp_path / "eval" / "metrics.json").read_text())["prior"]
+    assert prior["chosen"]["rows"] == 20 and prior["weight"] in [float(w) for w in prior["chosen"]["by_weight"]]
     # the GRPO recipe's cf reward is backed by configs/sasrec.yaml's model, fit on the same data
     cli(tmp_path, cache, "fit", "--config", str(REPO / "configs" / "sasrec.yaml"), "--data.data_dir", str(demo_shop),
         "--trainer.max_epochs", "1")
