@@ -182,8 +182,6 @@ def _prior_weight(value: str | float) -> str | float:
 def _choose_prior_weight(fabric, model, datamodule, tokenizer, catalog, prior, args: Namespace) -> dict:
     """``--prior_weight auto``: decode the valid split (every process its share), then keep the grid weight whose
     re-ranked lists have the best NDCG@10 over all of its rows; the same choice on every process."""
-    import torch
-
     from rec_lightning.evaluation.ranking import RankingEvaluator
     from rec_lightning.modules.transition_prior import WEIGHT_GRID, choose_prior_weight, prior_weight_ndcg
 
@@ -198,10 +196,7 @@ def _choose_prior_weight(fabric, model, datamodule, tokenizer, catalog, prior, a
     predictions = tuner.gathered_predictions()
     examples = loader.dataset.examples
     histories = [examples[index].history_item_ids for index in predictions["index"].tolist()]
-    item_to_key = tuner.item_to_key.cpu()
-    target_ids = predictions["target_item_id"]
-    known = (target_ids >= 0) & (target_ids < item_to_key.numel())
-    targets = torch.where(known, item_to_key[target_ids.clamp(0, item_to_key.numel() - 1)], -1)
+    targets = tuner.target_keys(predictions["target_item_id"])
     ndcg = prior_weight_ndcg(prior, predictions["items"], predictions["scores"], histories, targets, WEIGHT_GRID)
     weight = choose_prior_weight(ndcg, WEIGHT_GRID)
     if fabric.is_global_zero:

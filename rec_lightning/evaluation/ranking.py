@@ -103,8 +103,7 @@ class RankingEvaluator:
             if "history_item_ids" not in batch:
                 raise ValueError("re-ranking needs each row's item history: the batch has no history_item_ids")
             items, scores = self.rerank(items, scores, batch["history_item_ids"].to(device)[real])
-        known = (target_ids >= 0) & (target_ids < self.item_to_key.numel())
-        targets = torch.where(known, self.item_to_key[target_ids.clamp(0, self.item_to_key.numel() - 1)], -1)
+        targets = self.target_keys(target_ids)
         kept = DecodingOutput(items=items, scores=scores, peak_cache_bytes=output.peak_cache_bytes)
         self.metrics.update(target_ranks(items, targets), invalid_predictions(kept, self.trie.num_items))
         self.ambiguous.update(self.key_is_ambiguous[targets.clamp(min=0)].logical_and(targets >= 0).sum())
@@ -112,6 +111,12 @@ class RankingEvaluator:
             index = batch["index"].to(device)[real] if "index" in batch else torch.full_like(target_ids, -1)
             self._predictions.append({"index": index.cpu(), "items": items.cpu(), "scores": scores.cpu(),
                                       "target_item_id": target_ids.cpu()})
+
+    def target_keys(self, target_ids: torch.Tensor) -> torch.Tensor:
+        """``[R]`` trie key of each target item id (-1 for an id outside the catalog: never a hit)."""
+        item_to_key = self.item_to_key.to(target_ids.device)
+        known = (target_ids >= 0) & (target_ids < item_to_key.numel())
+        return torch.where(known, item_to_key[target_ids.clamp(0, item_to_key.numel() - 1)], -1)
 
     def compute(self) -> dict[str, float]:
         """Metrics over every row seen by every process (sum states, synced when distributed)."""

@@ -29,6 +29,8 @@ import torch
 from rec_lightning.data.collate import unpad_histories
 from rec_lightning.data.records import SequenceRecord
 from rec_lightning.errors import ConfigurationError
+from rec_lightning.evaluation.metrics import target_ranks
+from rec_lightning.evaluation.significance import per_row_values
 from rec_lightning.modules.transition_reward import TransitionReward
 from rec_lightning.sids.codec import ItemCatalog
 
@@ -80,12 +82,19 @@ class TransitionPrior:
         if self.weight == 0 or items.numel() == 0:
             return items, scores
         device = items.device
-        log_prior = self.key_log_probs(unpad_histories(histories))  # [R, K]
         cpu_items = items.cpu()
-        fused = scores.cpu().double() + self.weight * log_prior.gather(1, cpu_items.clamp(min=0))
-        fused = torch.where(cpu_items >= 0, fused, torch.tensor(float("-inf"), dtype=torch.float64))
-        fused, order = torch.sort(fused, dim=1, descending=True, stable=True)
-        return cpu_items.gather(1, order).to(device), fused.float().to(device)
+        log_prior = self.key_log_probs(unpad_histories(histories)).gather(1, cpu_items.clamp(min=0))  # [R, N]
+        ranked, fused = fuse(cpu_items, scores.cpu(), log_prior, self.weight)
+        return ranked.to(device), fused.float().to(device)
+
+
+def fuse(items: torch.Tensor, scores: torch.Tensor, log_prior: torch.Tensor,
+         weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``items [R, N]`` (trie keys, -1 = none) sorted by ``scores + weight * log_prior`` (each beam's own log prior,
+    ``[R, N]``), stable (ties keep the beam order), empty slots last; returns the items and their float64 fused scores."""
+    fused = torch.where(items >= 0, scores.double() + weight * log_prior, float("-inf"))
+    fused, order = torch.sort(fused, dim=1, descending=True, stable=True)
+    return items.gather(1, order), fused
 
 
 #: ``evaluate --prior_weight auto`` tries these weights (0 = the model alone) and keeps the best on valid.
@@ -105,25 +114,20 @@ def prior_weight_ndcg(prior: TransitionPrior, items: torch.Tensor, scores: torch
         targets: ``[R]`` trie key of each row's target (-1: not in the catalog, never a hit).
         k: the cut-off.
 
-    One hit at most per row (the beams are distinct keys), so NDCG@k = 1 / log2(1 + rank) when the target is in
-    the top k. Cost: O(R x N x len(weights)) after one ``[chunk, K]`` prior per chunk of rows.
+    Ranks and NDCG are ``evaluate``'s (``target_ranks``, ``per_row_values``). Cost: O(R x N x len(weights)) after one ``[chunk, K]`` prior per chunk of rows.
     """
-    items, scores, targets = items.cpu(), scores.cpu().double(), targets.cpu()
+    items, scores, targets = items.cpu(), scores.cpu(), targets.cpu()
     if items.shape[0] == 0:
         raise ValueError("no rows to choose the prior weight on")
-    k = min(k, items.shape[1])
-    discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))  # [k]
-    totals = torch.zeros(len(weights), dtype=torch.float64)
+    metric = f"ndcg@{min(k, items.shape[1])}"
+    totals = [0.0] * len(weights)
     for start in range(0, items.shape[0], chunk):
-        part, part_scores = items[start:start + chunk], scores[start:start + chunk]
-        part_targets = targets[start:start + chunk].unsqueeze(1)
+        part, part_targets = items[start:start + chunk], targets[start:start + chunk]
         log_prior = prior.key_log_probs(histories[start:start + chunk]).gather(1, part.clamp(min=0))  # [r, N]
         for number, weight in enumerate(weights):
-            fused = torch.where(part >= 0, part_scores + weight * log_prior, float("-inf"))
-            order = torch.sort(fused, dim=1, descending=True, stable=True).indices[:, :k]
-            hits = (part.gather(1, order) == part_targets) & (part_targets >= 0)  # [r, k]
-            totals[number] += (hits.double() * discounts).sum()
-    return (totals / items.shape[0]).tolist()
+            ranked, _ = fuse(part, scores[start:start + chunk], log_prior, weight)
+            totals[number] += float(per_row_values(target_ranks(ranked, part_targets).numpy(), metric).sum())
+    return [total / items.shape[0] for total in totals]
 
 
 def choose_prior_weight(ndcg: Sequence[float], weights: Sequence[float] = WEIGHT_GRID) -> float:
