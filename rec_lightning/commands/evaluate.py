@@ -77,6 +77,8 @@ def main(argv: Sequence[str]) -> None:
                          f"(got {args.prior_decay}); choose both on the valid split")
     if args.prior_tune_limit is not None and (args.prior_tune_limit < 1 or args.prior_weight != "auto"):
         raise SystemExit("--prior_tune_limit (valid rows to choose the weight on, >= 1) needs --prior_weight auto")
+    if args.prior == "none" and args.prior_weight == "auto":
+        raise SystemExit("--prior_weight auto chooses the weight of a prior: add --prior transition")
     from lightning.fabric import Fabric
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from rec_lightning.modules.export import read_metadata

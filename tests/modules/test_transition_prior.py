@@ -167,3 +167,7 @@ def test_bad_prior_options_are_refused():
     result = run_cli("evaluate", "--checkpoint", "x", "--output", "y", "--prior", "transition", "--prior_weight", "-1",
                      cwd=REPO, timeout=120, check=False)
     assert result.returncode != 0 and "--prior_weight must be >= 0" in result.stderr
+    for extra, message in ((("--prior", "transition", "--prior_tune_limit", "10"), "needs --prior_weight auto"),
+                           (("--prior_weight", "auto"), "add --prior transition")):
+        result = run_cli("evaluate", "--checkpoint", "x", "--output", "y", *extra, cwd=REPO, timeout=120, check=False)
+        assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
