@@ -107,6 +107,7 @@ def test_evaluate_with_the_prior_reorders_the_same_beams(quickstart_trained, qui
     assert {r["row"]: r["predict"] for r in records} == expected
 
 
+@pytest.mark.slow  # ~15 s (two more decodes); the default tier is at its 8-minute limit on this machine
 def test_evaluate_chooses_the_prior_weight_on_valid(quickstart_trained, quickstart_evaluated, tmp_path):
     """``--prior_weight auto``: the weight with the best NDCG@10 on the (seeded) valid rows, recorded, then used on
     test; its weight-0 NDCG is the plain model's on the same valid rows, its test lists the offline re-rank's."""
