@@ -47,6 +47,7 @@ def test_sigkill_mid_epoch_then_resume_from_last_ckpt_reproduces_the_weights(tmp
     assert_same_weights(final_weights(tmp_path), final_weights(baseline))
 
 
+@pytest.mark.slow  # 19 s; moved when the default tier reached 8 minutes on the sixth session's machine
 def test_sigterm_saves_a_checkpoint_exits_143_and_its_resume_command_reproduces_the_weights(tmp_path, cache, baseline):
     config = write_short_run_config(tmp_path)
     stopped = run_cli(*short_fit_args(config, "--trainer.callbacks+=cli_helpers.SignalAtStep", "--trainer.callbacks.step=3",
@@ -66,7 +67,7 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_its_resume_command_reproduces_
     assert_same_weights(final_weights(tmp_path), final_weights(baseline))
 
 
-@pytest.mark.slow  # 18 s: two more fits (the default tier resumes the SFT full run through the same path)
+@pytest.mark.slow  # 18 s: two more fits (the full-run SIGTERM resume above goes through the same path)
 def test_sigterm_then_resume_of_a_lora_run_reproduces_its_adapter(tmp_path, lora_run):
     """configs/quickstart_lora.yaml, packed (conftest's 4-step ``lora_run`` is the uninterrupted run): stopped at step 2,
     resumed from ``interrupted.ckpt``, the saved adapter (LoRA matrices and trainable SID rows) is the same."""
@@ -84,7 +85,9 @@ def test_sigterm_then_resume_of_a_lora_run_reproduces_its_adapter(tmp_path, lora
     assert_same_weights(load_file(str(tmp_path / "run" / adapter)), load_file(str(lora_run / "run" / adapter)))
 
 
-@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+# predict stays in the default tier; validate and test (8 s each, the same ckpt_path path) run in the slow tier
+@pytest.mark.parametrize("subcommand", [pytest.param("validate", marks=pytest.mark.slow),
+                                        pytest.param("test", marks=pytest.mark.slow), "predict"])
 def test_validate_test_predict_accept_ckpt_path(tmp_path, cache, baseline, subcommand):
     last = baseline / "run" / "checkpoints" / "last.ckpt"
     extra = {"validate": ["--trainer.limit_val_batches", "2"],
