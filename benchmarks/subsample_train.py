@@ -9,6 +9,12 @@ and test splits (and the SIDs) are the same as the full data's and results compa
 row numbers (0-based, data rows of the train CSV) are written to ``subsample.json`` with the settings. The
 folder is written beside ``--output`` and renamed into place when complete; an existing ``--output`` is
 never replaced.
+
+``--heldout_output DIR`` also writes the other train rows (the complement, in their original order) as a
+second folder of the same shape, e.g. a slice of train held out from SFT for GRPO (issue 29):
+
+    python benchmarks/subsample_train.py --data_dir SIDS --fraction 0.9 --seed 0 \\
+        --output outputs/train90 --heldout_output outputs/heldout10
 """
 
 from __future__ import annotations
@@ -23,16 +29,21 @@ from pathlib import Path
 import numpy as np
 
 
-def subsample(data_dir: Path, output: Path, fraction: float, seed: int) -> dict:
-    """Write the folder; returns the summary written to ``subsample.json``.
+def subsample(data_dir: Path, output: Path, fraction: float, seed: int, heldout: Path | None = None) -> dict:
+    """Write the folder (and the held-out one); returns the summary written to ``subsample.json``.
 
     Raises:
         SystemExit: a bad fraction, an existing output, or a data folder without exactly one train CSV.
     """
     if not 0.0 < fraction <= 1.0:
         raise SystemExit(f"--fraction must be in (0, 1], got {fraction}")
-    if output.exists():
-        raise SystemExit(f"{output} exists: choose another --output (nothing is replaced)")
+    if heldout is not None and fraction == 1.0:
+        raise SystemExit("--heldout_output needs --fraction below 1 (nothing would be held out)")
+    for target, flag in ((output, "--output"), (heldout, "--heldout_output")):
+        if target is not None and target.exists():
+            raise SystemExit(f"{target} exists: choose another {flag} (nothing is replaced)")
+    if heldout is not None and heldout.resolve() == output.resolve():
+        raise SystemExit("--heldout_output must differ from --output")
     trains = sorted((data_dir / "train").glob("*.csv"))
     if len(trains) != 1:
         raise SystemExit(f"expected one CSV in {data_dir / 'train'}, found {len(trains)}")
@@ -40,19 +51,34 @@ def subsample(data_dir: Path, output: Path, fraction: float, seed: int) -> dict:
         rows = list(csv.reader(handle))
     header, body = rows[0], rows[1:]
     keep = np.sort(np.random.default_rng(seed).choice(len(body), size=max(1, round(fraction * len(body))), replace=False))
-    staging = output.with_name(output.name + ".partial")
+    summary = {"source": str(data_dir.resolve()), "fraction": fraction, "seed": seed, "train_rows": len(body),
+               "kept_rows": int(keep.size), "kept_row_numbers": keep.tolist()}
+    folders = [(output, keep, summary)]
+    if heldout is not None:
+        rest = np.setdiff1d(np.arange(len(body)), keep)
+        if rest.size == 0:
+            raise SystemExit(f"--fraction {fraction} keeps all {len(body)} train rows: nothing is left to hold out")
+        folders.append((heldout, rest, {**summary, "kept_rows": int(rest.size), "kept_row_numbers": rest.tolist(),
+                                        "heldout_of": str(output.resolve())}))
+    staged = [_write(data_dir, target.with_name(target.name + ".partial"), trains[0].name, header, body, rows_, meta)
+              for target, rows_, meta in folders]
+    for staging, (target, _, _) in zip(staged, folders):
+        staging.rename(target)
+    return summary
+
+
+def _write(data_dir: Path, staging: Path, train_name: str, header: list, body: list, rows: np.ndarray,
+           summary: dict) -> Path:
+    """One complete folder at ``staging``: the given train rows, the other parts copied."""
     shutil.rmtree(staging, ignore_errors=True)
     for part in ("index", "info", "valid", "test"):
         if (data_dir / part).is_dir():
             shutil.copytree(data_dir / part, staging / part)
     (staging / "train").mkdir(parents=True)
-    with (staging / "train" / trains[0].name).open("w", newline="") as handle:
-        csv.writer(handle, lineterminator="\n").writerows([header, *(body[i] for i in keep)])
-    summary = {"source": str(data_dir.resolve()), "fraction": fraction, "seed": seed, "train_rows": len(body),
-               "kept_rows": int(keep.size), "kept_row_numbers": keep.tolist()}
+    with (staging / "train" / train_name).open("w", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows([header, *(body[i] for i in rows)])
     (staging / "subsample.json").write_text(json.dumps(summary) + "\n")
-    staging.rename(output)
-    return summary
+    return staging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,10 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--heldout_output", type=Path, default=None,
+                        help="also write the train rows not kept as this folder (e.g. a slice for GRPO)")
     args = parser.parse_args(argv)
-    summary = subsample(args.data_dir, args.output, args.fraction, args.seed)
+    summary = subsample(args.data_dir, args.output, args.fraction, args.seed, args.heldout_output)
     print(f"kept {summary['kept_rows']:,} of {summary['train_rows']:,} train rows (fraction {args.fraction}, seed "
-          f"{args.seed}) in {args.output}")
+          f"{args.seed}) in {args.output}"
+          + (f"; the other {summary['train_rows'] - summary['kept_rows']:,} in {args.heldout_output}"
+             if args.heldout_output else ""))
     return 0
 
 

@@ -109,6 +109,7 @@ def test_quickstart_on_real_data(tmp_path, cache):
     assert len(metadata["sid_tokens"]) == 560
 
 
+@pytest.mark.slow  # ~17 s: two fit processes (the default tier's 8-minute limit)
 def test_ddp_two_cpu_processes(tmp_path, cache):
     """Two CPU processes; ``--trainer.default_root_dir`` moves everything the run writes (the config's logger
     names no folder of its own), so nothing lands in ``outputs/quickstart``."""

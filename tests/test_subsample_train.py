@@ -48,3 +48,25 @@ def test_subsample_keeps_a_seeded_fraction_of_train_and_copies_the_rest(demo_dir
     bad = run("--data_dir", demo_dir, "--output", tmp_path / "x", "--fraction", 0, cwd=tmp_path)
     assert bad.returncode != 0 and "--fraction must be in (0, 1], got 0.0" in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_heldout_output_holds_the_other_train_rows(demo_dir, tmp_path):
+    done = run("--data_dir", demo_dir, "--output", tmp_path / "kept", "--fraction", 0.75, "--seed", 1,
+               "--heldout_output", tmp_path / "held", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    train = next((demo_dir / "train").glob("*.csv"))
+    full = rows(train)
+    kept = json.loads((tmp_path / "kept" / "subsample.json").read_text())["kept_row_numbers"]
+    held = json.loads((tmp_path / "held" / "subsample.json").read_text())["kept_row_numbers"]
+    assert sorted(kept + held) == list(range(len(full) - 1)) and not set(kept) & set(held)  # a partition of train
+    assert rows(tmp_path / "held" / "train" / train.name) == [full[0], *(full[1 + i] for i in held)]
+    for part in ("valid", "test", "index"):
+        for source in (demo_dir / part).iterdir():
+            assert (tmp_path / "held" / part / source.name).read_bytes() == source.read_bytes()
+    # an existing held-out folder is refused before anything is written
+    again = run("--data_dir", demo_dir, "--output", tmp_path / "kept2", "--fraction", 0.75,
+                "--heldout_output", tmp_path / "held", cwd=tmp_path)
+    assert again.returncode != 0 and "--heldout_output" in again.stderr and not (tmp_path / "kept2").exists()
+    whole = run("--data_dir", demo_dir, "--output", tmp_path / "all", "--fraction", 1,
+                "--heldout_output", tmp_path / "none", cwd=tmp_path)
+    assert whole.returncode != 0 and "nothing would be held out" in whole.stderr and not (tmp_path / "all").exists()

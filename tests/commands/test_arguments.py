@@ -129,6 +129,7 @@ def run_main(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow  # ~11 s of --help processes (the default tier's 8-minute limit)
 def test_fit_help_lists_modules_names_the_optimizer_and_takes_short_names(tmp_path):
     helped = run_cli("fit", "--help", cwd=tmp_path)
     assert helped.returncode == 0, describe(helped)

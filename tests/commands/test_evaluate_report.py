@@ -55,6 +55,7 @@ def test_evaluate_writes_results_metrics_and_a_table(quickstart_checkpoint, sing
     assert not list(output.glob(".*"))  # no temporary files left behind
 
 
+@pytest.mark.slow  # ~19 s: two evaluate processes (the default tier's 8-minute limit)
 def test_two_processes_count_each_row_once_and_report_compares_runs(quickstart_checkpoint, single_process_run,
                                                                     tmp_path):
     checkpoint, data_dir, num_test_rows = quickstart_checkpoint

@@ -134,6 +134,7 @@ def test_evaluate_chooses_the_prior_weight_on_valid(quickstart_trained, quicksta
     assert refused.returncode != 0 and "--prior_weight must be a number >= 0 or 'auto'" in refused.stderr
 
 
+@pytest.mark.slow  # ~17 s (the default tier's 8-minute limit); evaluate with the prior stays in the default tier
 def test_recommend_with_the_prior_ranks_like_evaluate_with_it(quickstart_trained, tmp_path):
     """Recommender.use_transition_prior and ``recommend --prior`` give ``evaluate --prior``'s lists for the same rows."""
     from rec_lightning.data.records import load_rec_data
