@@ -16,7 +16,7 @@ from typing import Literal
 from rec_lightning.commands.arguments import run_function
 
 
-def embed_items(data_dir: str, category: str, output: str, encoder: str = "minilm", batch_size: int = 64,
+def embed_items(data_dir: str, output: str, category: str | None = None, encoder: str = "minilm", batch_size: int = 64,
                 device: str = "auto", normalize: bool = True, max_length: int | None = None,
                 dtype: Literal["float32", "bfloat16", "float16"] = "float32", progress: bool = True,
                 collaborative_dim: int = 0, collaborative_weight: float = 1.0, collaborative_window: int = 1,
@@ -29,7 +29,7 @@ def embed_items(data_dir: str, category: str, output: str, encoder: str = "minil
 
     Args:
         data_dir: folder in the MiniOneRec layout holding ``index/<category>.item.json``.
-        category: category name, e.g. Industrial_and_Scientific.
+        category: category name, e.g. Industrial_and_Scientific (default: the only one in ``data_dir``).
         output: the ``.npy`` file to write.
         encoder: ``minilm`` (packaged all-MiniLM-L6-v2, offline; needs ``rec_lightning[encoders]``),
             a local model folder, or a hub id.
@@ -53,6 +53,7 @@ def embed_items(data_dir: str, category: str, output: str, encoder: str = "minil
     from rec_lightning.errors import ConfigurationError, DataValidationError
 
     try:
+        category = category or _only_category(data_dir)
         output_path, meta = embed(data_dir, category, output, encoder, batch_size, device, normalize, max_length, dtype,
                                   progress, collaborative_dim, collaborative_weight, collaborative_window,
                                   collaborative_count)
@@ -60,6 +61,17 @@ def embed_items(data_dir: str, category: str, output: str, encoder: str = "minil
         raise SystemExit(str(err)) from None
     print(format_summary(output_path, meta, collaborative_dim))
     return output_path
+
+
+def _only_category(data_dir: str) -> str:
+    from rec_lightning.errors import DataValidationError
+    from rec_lightning.files.layout import available_categories
+
+    present = available_categories(data_dir)
+    if len(present) != 1:
+        raise DataValidationError(Path(data_dir) / "index", [f"categories present: {present or 'none'}"],
+                                  fix="pass --category with one of them")
+    return present[0]
 
 
 def main(argv: list[str]) -> None:

