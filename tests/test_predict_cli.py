@@ -16,6 +16,7 @@ import pytest
 from cli_helpers import run_cli, run_in_process, short_fit_args, write_short_run_config
 
 
+@pytest.mark.slow  # the default tier's 8-minute limit (a clean clone took 9 min 10 s on this machine)
 def test_sft_predict_writes_the_rankings_evaluate_writes(tmp_path, sft_run):
     from rec_lightning.data.demo import make_demo_data
 

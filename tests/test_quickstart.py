@@ -59,6 +59,7 @@ REAL_DATA = REPO.parent / "shared" / "data" / "Amazon"
 
 @pytest.mark.parametrize("data", ["demo", pytest.param("real", marks=[pytest.mark.slow, pytest.mark.skipif(
     not (REAL_DATA / "index").is_dir(), reason="real data absent")])])
+@pytest.mark.slow  # the default tier's 8-minute limit (a clean clone took 9 min 10 s on this machine)
 def test_evaluate_on_the_final_checkpoint_reproduces_the_callbacks_rankings(tmp_path, cache, data):
     """Same weights, rows and beams: ``evaluate`` on the saved checkpoint returns, row by row, the items and
     scores the ranking callback found during fit, and so the same metrics. A barely trained model is used on

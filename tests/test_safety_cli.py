@@ -43,6 +43,7 @@ def test_export_into_the_run_folder_is_refused_and_the_run_is_untouched(trained,
     assert folder_snapshot(run) == before
 
 
+@pytest.mark.slow  # the default tier's 8-minute limit (a clean clone took 9 min 10 s on this machine)
 def test_export_needs_overwrite_and_replaces_only_an_earlier_export(tmp_path, trained, cache):
     checkpoint = str(trained / "run" / "final_checkpoint")
     victim = tmp_path / "notes"
@@ -136,6 +137,7 @@ def test_damaged_checkpoint_is_named_in_a_clear_error(tmp_path, trained, cache, 
     assert_clean_error(result, *phrases)
 
 
+@pytest.mark.slow  # the default tier's 8-minute limit (a clean clone took 9 min 10 s on this machine)
 def test_traceback_flag_and_environment_variable_show_the_traceback(tmp_path, trained, cache):
     """``--traceback`` anywhere on the line, or ``REC_LIGHTNING_TRACEBACK=1``, shows where a library error came from
     (the message of the clean error is in it too)."""
@@ -150,6 +152,7 @@ def test_traceback_flag_and_environment_variable_show_the_traceback(tmp_path, tr
         run_in_process(*evaluate_args(checkpoint, tmp_path / "eval"), "--traceback", cwd=tmp_path)
 
 
+@pytest.mark.slow  # the default tier's 8-minute limit (a clean clone took 9 min 10 s on this machine)
 @pytest.mark.parametrize("command", ["evaluate", "recommend"])
 def test_damaged_adapter_is_named_in_a_clear_error(tmp_path, lora_run, cache, command):
     """A LoRA checkpoint whose ``adapter_model.safetensors`` is cut short: both loaders name the file."""
@@ -176,6 +179,7 @@ def overflow_final_norm(checkpoint):
     save_file(weights, str(checkpoint / "model.safetensors"), metadata={"format": "pt"})
 
 
+@pytest.mark.slow  # the default tier's 8-minute limit (a clean clone took 9 min 10 s on this machine)
 def test_evaluate_fails_clearly_when_most_rows_get_no_item(tmp_path, trained, cache):
     """Overflowing logits give NaN scores, so decoding returns no item for any row: evaluate exits 1 with the fix
     instead of printing metrics of 0, and still writes the files for inspection."""
@@ -195,6 +199,7 @@ def test_fit_with_a_missing_data_dir_says_the_folder_is_missing(tmp_path, cache)
     assert "categories present" not in result.stderr
 
 
+@pytest.mark.slow  # the default tier's 8-minute limit (a clean clone took 9 min 10 s on this machine)
 def test_gpu_recipe_on_a_cpu_machine_fails_first_with_the_fix(tmp_path, cache):
     result = run_cli(*short_fit_args(write_short_run_config(tmp_path), "--trainer.accelerator", "gpu"),
                      cwd=tmp_path, cache=cache)

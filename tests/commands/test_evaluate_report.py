@@ -93,6 +93,7 @@ def test_report_reads_minionerec_records(tmp_path, capsys):
     assert "row 2: target <a_7><b_8><c_9>" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # the default tier's 8-minute limit (a clean clone took 9 min 10 s on this machine)
 def test_report_gives_paired_intervals_through_the_cli(tmp_path):
     """B finds the target at rank 0 on rows 0-3 where A missed it; rows 4-7 are alike. Per-row HR@3 differences
     are [1, 1, 1, 1, 0, 0, 0, 0], so A = 0.375, B = 0.875, difference +0.5. A resample of 8 rows has mean k/8 for

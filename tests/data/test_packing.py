@@ -153,6 +153,7 @@ def _fit_three_steps(demo_dir, cache, packing: bool):
     return module, losses, trainer.callback_metrics["val/loss"]
 
 
+@pytest.mark.slow  # the default tier's 8-minute limit (a clean clone took 9 min 10 s on this machine)
 def test_a_packed_fit_trains_the_same_examples_to_the_same_weights(demo_dir, tmp_path):
     """Same sampler, same examples per step, same loss: three optimizer steps and a validation, packed or not."""
     plain, plain_steps, plain_val = _fit_three_steps(demo_dir, tmp_path / "cache", packing=False)

@@ -116,6 +116,7 @@ def test_hub_style_qwen_tokenizer_with_sid_tokens_round_trips(tmp_path):
     assert ids(reloaded, texts) == ids(tokenizer, texts)
 
 
+@pytest.mark.slow  # the default tier's 8-minute limit (a clean clone took 9 min 10 s on this machine)
 @requires_real_data
 def test_every_prompt_template_round_trips_on_real_data(tmp_path):
     """Every task's prompts and responses on the real Industrial data: identical ids after save + reload."""
