@@ -37,8 +37,6 @@ def subsample(data_dir: Path, output: Path, fraction: float, seed: int, heldout:
     """
     if not 0.0 < fraction <= 1.0:
         raise SystemExit(f"--fraction must be in (0, 1], got {fraction}")
-    if heldout is not None and fraction == 1.0:
-        raise SystemExit("--heldout_output needs --fraction below 1 (nothing would be held out)")
     for target, flag in ((output, "--output"), (heldout, "--heldout_output")):
         if target is not None and target.exists():
             raise SystemExit(f"{target} exists: choose another {flag} (nothing is replaced)")
@@ -57,7 +55,8 @@ def subsample(data_dir: Path, output: Path, fraction: float, seed: int, heldout:
     if heldout is not None:
         rest = np.setdiff1d(np.arange(len(body)), keep)
         if rest.size == 0:
-            raise SystemExit(f"--fraction {fraction} keeps all {len(body)} train rows: nothing is left to hold out")
+            raise SystemExit(f"--fraction {fraction} keeps all {len(body)} train rows: nothing would be held out "
+                             "(--heldout_output needs a lower --fraction)")
         folders.append((heldout, rest, {**summary, "kept_rows": int(rest.size), "kept_row_numbers": rest.tolist(),
                                         "heldout_of": str(output.resolve())}))
     staged = [_write(data_dir, target.with_name(target.name + ".partial"), trains[0].name, header, body, rows_, meta)

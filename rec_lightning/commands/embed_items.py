@@ -51,9 +51,10 @@ def embed_items(data_dir: str, output: str, category: str | None = None, encoder
     """
     from rec_lightning.data.item_embeddings import embed_items as embed, format_summary
     from rec_lightning.errors import ConfigurationError, DataValidationError
+    from rec_lightning.files.layout import only_category
 
     try:
-        category = category or _only_category(data_dir)
+        category = category or only_category(data_dir, fix="pass --category with one of them")
         output_path, meta = embed(data_dir, category, output, encoder, batch_size, device, normalize, max_length, dtype,
                                   progress, collaborative_dim, collaborative_weight, collaborative_window,
                                   collaborative_count)
@@ -61,17 +62,6 @@ def embed_items(data_dir: str, output: str, category: str | None = None, encoder
         raise SystemExit(str(err)) from None
     print(format_summary(output_path, meta, collaborative_dim))
     return output_path
-
-
-def _only_category(data_dir: str) -> str:
-    from rec_lightning.errors import DataValidationError
-    from rec_lightning.files.layout import available_categories
-
-    present = available_categories(data_dir)
-    if len(present) != 1:
-        raise DataValidationError(Path(data_dir) / "index", [f"categories present: {present or 'none'}"],
-                                  fix="pass --category with one of them")
-    return present[0]
 
 
 def main(argv: list[str]) -> None:

@@ -41,8 +41,8 @@ from rec_lightning.data.tasks import (
 )
 from rec_lightning.data.tokenizer import add_sid_tokens, cached_data_tokenizer, load_tokenizer
 from rec_lightning.data.windows import maximal_windows
-from rec_lightning.errors import ConfigurationError, DataValidationError
-from rec_lightning.files.layout import available_categories, find_category_files, find_split_csv
+from rec_lightning.errors import ConfigurationError
+from rec_lightning.files.layout import find_category_files, find_split_csv, only_category
 from rec_lightning.prompts import NEXT_ITEM, category_display_name, get_template
 from rec_lightning.sids.codec import ItemCatalog
 
@@ -213,11 +213,7 @@ class RecDataModule(pl.LightningDataModule):
             return self.hparams.category
         if self.hparams.data_dir is None:
             return DEMO_CATEGORY
-        present = available_categories(self.data_dir)
-        if len(present) != 1:
-            raise DataValidationError(self.data_dir / "index", [f"categories present: {present or 'none'}"],
-                                      fix="set data.category to one of them")
-        return present[0]
+        return only_category(self.data_dir, fix="set data.category to one of them")
 
     @property
     def category_name(self) -> str:

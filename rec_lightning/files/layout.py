@@ -54,6 +54,18 @@ def available_categories(data_dir: str | Path) -> list[str]:
     return sorted(p.name[: -len(".index.json")] for p in index_dir.glob("*.index.json"))
 
 
+def only_category(data_dir: str | Path, fix: str) -> str:
+    """The one category of ``data_dir`` (the default when none is named).
+
+    Raises:
+        DataValidationError: none or several categories (listing them, with ``fix``: the flag that names one).
+    """
+    present = available_categories(data_dir)
+    if len(present) != 1:
+        raise DataValidationError(Path(data_dir) / "index", [f"categories present: {present or 'none'}"], fix=fix)
+    return present[0]
+
+
 def find_category_files(data_dir: str | Path, category: str) -> CategoryFiles:
     """Locate a category's index, info and item files.
 

@@ -114,3 +114,15 @@ def test_prompts_format_for_rl(demo_dir, tmp_path):
     assert len(examples) == len(dm.records("train")) + round(0.5 * len(dm.catalog))
     with pytest.raises(ValueError, match=r"\['sid_to_title'\] answer with a title"):
         RecDataModule(train_format="prompts", train_tasks={"sid_to_title": 1.0})
+
+
+def test_a_folder_with_two_categories_needs_data_category(tmp_path):
+    from rec_lightning.data.datamodule import RecDataModule
+    from rec_lightning.errors import DataValidationError
+
+    for name in ("A_Shop", "B_Shop"):
+        (tmp_path / "index").mkdir(exist_ok=True)
+        (tmp_path / "index" / f"{name}.index.json").write_text("{}")
+    with pytest.raises(DataValidationError, match=r"(?s)categories present: \['A_Shop', 'B_Shop'\].*set data.category"):
+        RecDataModule(data_dir=str(tmp_path)).category
+    assert RecDataModule(data_dir=str(tmp_path), category="B_Shop").category == "B_Shop"
