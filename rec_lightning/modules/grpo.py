@@ -39,7 +39,7 @@ from rec_lightning.generation.decoding import constrained_beam_search, constrain
 from rec_lightning.generation.logprobs import completion_logprobs
 from rec_lightning.generation.trie import SIDTrie
 from rec_lightning.modules.cf_reward import CollaborativeReward
-from rec_lightning.modules.transition_reward import TransitionReward
+from rec_lightning.modules.transition_reward import LogTransitionReward, TransitionReward
 from rec_lightning.modules.export import save_final_checkpoint
 from rec_lightning.modules.grpo_sharding import (gathered_policy, is_throwaway, release_reference, rows_to_regenerate,
                                                  shard_policy)
@@ -54,7 +54,7 @@ from rec_lightning.rl.losses import LossType, RewardScaling, group_advantages, p
 from rec_lightning.rl.rewards import RANK_AWARE, REWARDS, SemanticReward, combine_rewards
 
 log = logging.getLogger(__name__)
-MODEL_REWARDS = ("semantic", "cf", "transition")  # rewards backed by a model, a matrix or the train counts
+MODEL_REWARDS = ("semantic", "cf", "transition", "transition_log")  # rewards backed by a model, a matrix or the train counts
 
 
 @dataclass
@@ -138,13 +138,16 @@ class GRPOModule(pl.LightningModule):
         finetune: ``lora`` (fresh adapter on the merged SFT model; reference = adapter off) or ``full``.
         lora: LoRA settings for ``lora`` mode.
         group: how groups are generated.
-        rewards: reward name -> weight; names: rule, ranking, ranking_only, prefix, semantic, cf, transition.
+        rewards: reward name -> weight; names: rule, ranking, ranking_only, prefix, semantic, cf, transition,
+            transition_log.
         semantic_embeddings: ``.npy`` item embeddings (row = item id) for the ``semantic`` reward.
         cf_checkpoint: a SASRec ``final_checkpoint/`` (``fit --config configs/sasrec.yaml`` on the same data)
             for the ``cf`` reward: the SASRec probability of each completion after the user's history.
         transition_decay: recency decay of the ``transition`` reward, the transition baseline's probability of
             each completion after the user's history (:mod:`~rec_lightning.modules.transition_reward`), counted
-            on the train split of the data module (choose the decay as the baseline's, on valid).
+            on the train split of the data module (choose the decay as the baseline's, on valid); also the decay of
+            ``transition_log``, the log of ``evaluate --prior transition``'s prior: with ``loss.reward_scaling:
+            none`` and ``loss.beta`` = 1 / W its optimum is the fused model of prior weight W.
         loss: the objective.
         optimizer: AdamW + schedule (the original: lr 1e-5, 3% warmup, cosine to 0).
         accumulate_grad_batches: micro-batches per optimizer step (this module optimises manually,
@@ -274,16 +277,16 @@ class GRPOModule(pl.LightningModule):
                 datamodule.tokenizer.eos_token_id != tokenizer.eos_token_id:
             raise ConfigurationError(f"the data module's tokenizer differs from the SFT checkpoint's: set data.tokenizer to "
                              f"{self.sft_checkpoint}")
-        train = datamodule.records("train") if "transition" in self.reward_weights else None
+        train = datamodule.records("train") if self._counts_train() else None
         self.build(model, tokenizer, datamodule.catalog, metadata, train_records=train)
 
     def build(self, sft_model, tokenizer, catalog, metadata: dict[str, Any] | None = None,
               train_records: Sequence[Any] | None = None) -> None:
         """Set up the policy, the reference and the trie from a loaded SFT model (also for notebooks).
 
-        ``train_records`` (``datamodule.records("train")``) is needed by the ``transition`` reward only.
+        ``train_records`` (``datamodule.records("train")``) is needed by the ``transition(_log)`` rewards only.
         """
-        if "transition" in self.reward_weights and train_records is None:
+        if self._counts_train() and train_records is None:
             raise ConfigurationError("the transition reward counts transitions on the train split: pass "
                                      "train_records=datamodule.records('train') to build()")
         sid_token_ids = tokenizer.convert_tokens_to_ids(catalog.sid_tokens)
@@ -304,6 +307,11 @@ class GRPOModule(pl.LightningModule):
             self._model_rewards["cf"] = CollaborativeReward(self.cf_checkpoint, catalog)
         if "transition" in self.reward_weights:
             self._model_rewards["transition"] = TransitionReward(train_records, catalog, self.transition_decay)
+        if "transition_log" in self.reward_weights:
+            self._model_rewards["transition_log"] = LogTransitionReward(train_records, catalog, self.transition_decay)
+
+    def _counts_train(self) -> bool:
+        return bool({"transition", "transition_log"} & set(self.reward_weights))
 
     def _reward_functions(self) -> dict:
         return {name: self._model_rewards[name] if name in MODEL_REWARDS else REWARDS[name]

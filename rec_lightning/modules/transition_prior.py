@@ -31,7 +31,7 @@ from rec_lightning.data.records import SequenceRecord
 from rec_lightning.errors import ConfigurationError
 from rec_lightning.evaluation.metrics import target_ranks
 from rec_lightning.evaluation.significance import per_row_values
-from rec_lightning.modules.transition_reward import TransitionReward
+from rec_lightning.modules.transition_reward import LogTransitionReward
 from rec_lightning.sids.codec import ItemCatalog
 
 
@@ -53,9 +53,7 @@ class TransitionPrior:
                  num_keys: int, weight: float, decay: float = 0.3, mix: float = 0.1) -> None:
         if weight < 0 or not 0.0 < mix <= 1.0:
             raise ConfigurationError(f"--prior_weight must be >= 0 (got {weight}) and the mix in (0, 1] (got {mix})")
-        self.teacher = TransitionReward(train_records, catalog, decay=decay)
-        counts = self.teacher.model.popularity.counts
-        self.popularity = (counts + 1.0) / (counts.sum() + counts.numel())  # [V] add-one smoothed
+        self.teacher = LogTransitionReward(train_records, catalog, decay=decay, mix=mix)  # the prior (mixed)
         self.item_to_key = item_to_key.cpu()
         self._known = torch.nonzero(self.item_to_key >= 0).squeeze(1)  # item ids in the catalog
         self.num_keys = num_keys
@@ -68,7 +66,7 @@ class TransitionPrior:
 
     def key_log_probs(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """``[B, K]`` float64 log prior of every trie key (SID) after each history."""
-        items = (1.0 - self.mix) * self.teacher.probabilities(histories) + self.mix * self.popularity  # [B, V]
+        items = self.teacher.probabilities(histories)  # [B, V] mixed with the smoothed popularity
         keys = torch.zeros(len(histories), self.num_keys, dtype=torch.float64)
         keys.index_add_(1, self.item_to_key[self._known], items[:, self._known])
         return keys.log()

@@ -12,12 +12,21 @@ outgoing transition in train falls back to the popularity distribution (train-ta
 baseline's own ranking does. The value lies in [0, 1] like the other rewards, it is dense (every completion
 the counts reach gets a graded value, target or not) and independent of the target, like ``cf``.
 
+``transition_log`` (:class:`LogTransitionReward`) is ``log((1 - mix) * p(s | h) + mix * p_pop(s))`` with ``p_pop`` the
+add-one smoothed train-target counts: exactly the term ``evaluate --prior transition`` adds to the LM score
+(:mod:`rec_lightning.modules.transition_prior`). Why a log: the policy that maximises ``E[r] - beta * KL(pi || ref)``
+is ``ref * exp(r / beta)``; with ``r = log prior`` and ``beta = 1 / W`` that is ``ref * prior**W``, the fused model
+``evaluate --prior transition --prior_weight W`` decodes (use ``loss.reward_scaling: none``, which keeps the
+reward's scale). So GRPO with this reward distils the fused ranking into the LM itself: exactly so in expectation
+over sampled groups (``group.mode: sample``); beam groups are a biased, lower-variance estimate of the same.
+
 Cost: fitting is the baseline's (one pass over the train rows, O(pairs) memory); each call scores the B
 prompts' histories with one sparse x dense product, O(pairs * B) time, ``[B, V]`` memory.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -53,3 +62,34 @@ class TransitionReward(SIDProbabilityReward):
         scores = self.model.transition_scores(histories)  # [B, V]
         totals = scores.sum(dim=1, keepdim=True)
         return torch.where(totals > 0, scores / totals.clamp_min(1e-300), self.popularity.expand_as(scores))
+
+
+class LogTransitionReward(TransitionReward):
+    """``transition_log`` reward: the log of the decoding prior, ``log((1 - mix) p_T + mix p_pop)`` (module docstring).
+
+    Args:
+        train_records, catalog, decay: as :class:`TransitionReward`.
+        mix: share of the add-one smoothed popularity (> 0 keeps every completion's log finite).
+    """
+
+    __name__ = "transition_log"
+
+    def __init__(self, train_records: Sequence[SequenceRecord], catalog: ItemCatalog, decay: float = 0.3,
+                 mix: float = 0.1) -> None:
+        super().__init__(train_records, catalog, decay)
+        if not 0.0 < mix <= 1.0:
+            raise ValueError(f"the popularity mix must lie in (0, 1], got {mix}")
+        counts = self.model.popularity.counts
+        self.smoothed_popularity = (counts + 1.0) / (counts.sum() + counts.numel())  # [V] add-one smoothed
+        self.mix = mix
+
+    def probabilities(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        """``[B, V]`` float64 prior: the transition probabilities mixed with the smoothed popularity."""
+        return (1.0 - self.mix) * super().probabilities(histories) + self.mix * self.smoothed_popularity
+
+    def __call__(self, completions: Sequence[str], targets: Sequence[str], group_size: int, *,
+                 histories: Sequence[Sequence[int]]) -> list[float]:
+        if "" in completions:
+            raise ValueError("transition_log has no value for an empty completion (log 0): constrained decoding must "
+                             "return an item for every group member")
+        return [math.log(p) for p in super().__call__(completions, targets, group_size, histories=histories)]

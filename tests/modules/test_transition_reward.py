@@ -10,7 +10,7 @@ import torch
 from rec_lightning.data.records import SequenceRecord
 from rec_lightning.errors import ConfigurationError
 from rec_lightning.modules.grpo import GRPOModule
-from rec_lightning.modules.transition_reward import TransitionReward
+from rec_lightning.modules.transition_reward import LogTransitionReward, TransitionReward
 from rec_lightning.sids.codec import ItemCatalog
 
 A, B, C, D = "<a_1><b_2><c_3>", "<a_4><b_2><c_3>", "<a_5><b_0><c_0>", "<a_6><b_0><c_0>"
@@ -59,6 +59,28 @@ def test_reward_errors_and_empty_completions():
         reward([A, B], [A, A], 2, histories=[(0,), (1,)])
 
 
+def test_log_reward_is_the_decoding_priors_term_hand_worked():
+    """transition_log = log(0.9 p_T + 0.1 p_pop), p_pop the add-one smoothed train targets: the very term that
+    ``evaluate --prior transition`` adds to the LM score (TransitionPrior.key_log_probs), so its KL optimum is the
+    fused model."""
+    from rec_lightning.generation.trie import SIDTrie
+    from rec_lightning.modules.transition_prior import TransitionPrior
+
+    reward = LogTransitionReward(TRAIN, CATALOG, decay=0.5)
+    # train targets 1, 2, 1, 0, 2 -> counts [1, 2, 2, 0, 0] -> (c + 1) / 10 = [0.2, 0.3, 0.3, 0.1, 0.1]
+    # history (0,): T = [0, 2/3, 1/3, 0, 0] -> 0.9 T + 0.1 p_pop = [0.02, 0.63, 0.33, 0.01, 0.01]; B = items 1 + 3
+    values = reward([A, B, C, D], [A] * 4, 4, histories=[(0,)])
+    assert values == pytest.approx([math.log(0.02), math.log(0.64), math.log(0.33), math.log(0.01)])
+    trie = SIDTrie.from_catalog(CATALOG, {t: i for i, t in enumerate(sorted(set(CATALOG.sid_tokens)) + ["</s>"])}, 99)
+    prior = TransitionPrior(TRAIN, CATALOG, trie.catalog_item_index(CATALOG), trie.num_items, weight=1.0, decay=0.5)
+    key_log = prior.key_log_probs([(0,)])[0]
+    assert [float(key_log[trie.keys.index(sid)]) for sid in (A, B, C, D)] == pytest.approx(values)
+    with pytest.raises(ValueError, match="empty completion"):
+        reward(["", A], [A, A], 2, histories=[(0,)])
+    with pytest.raises(ValueError, match=r"mix must lie in \(0, 1\]"):
+        LogTransitionReward(TRAIN, CATALOG, mix=0.0)
+
+
 def test_grpo_transition_reward_options():
     with pytest.raises(ConfigurationError, match=r"transition_decay must lie in \[0, 1\]"):
         GRPOModule("x", rewards={"transition": 1.0}, transition_decay=1.5)
@@ -87,7 +109,7 @@ def test_grpo_fit_counts_the_data_modules_train_split(demo_dir, tmp_path):
     # with the target in every group, each group holds an item with p > 0: a train row's target follows its last
     # history item in that very row, and decay 0 scores by the last item alone
     module = GRPOModule(sft_checkpoint=str(checkpoint), finetune="full", group={"size": 4, "add_ground_truth": True},
-                        rewards={"transition": 1.0}, transition_decay=0.0, loss={"beta": 0.0})
+                        rewards={"transition": 1.0, "transition_log": 1.0}, transition_decay=0.0, loss={"beta": 0.0})
     trainer = pl.Trainer(accelerator="cpu", max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
     trainer.fit(module, datamodule=rl)
@@ -97,3 +119,7 @@ def test_grpo_fit_counts_the_data_modules_train_split(demo_dir, tmp_path):
     assert module.hparams["transition_decay"] == 0.0
     value = float(trainer.logged_metrics["train/rewards/transition"])
     assert 0.0 < value <= 1.0 and math.isfinite(value)
+    log_reward = module._model_rewards["transition_log"]  # same rows, same decay, the log of the mixed prior
+    assert log_reward.model.pair_counts() == expected.model.pair_counts() and log_reward.model.decay == 0.0
+    assert math.isfinite(float(trainer.logged_metrics["train/rewards/transition_log"]))
+    assert float(trainer.logged_metrics["train/rewards/transition_log"]) < 0.0
