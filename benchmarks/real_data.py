@@ -9,8 +9,8 @@ Every step runs the library's own command line, exactly as a user would:
    SASRec (``fit --config configs/sasrec.yaml``, then ``baseline --kind sasrec``), on the whole test split;
 2. ``fit --config configs/industrial_cpu.yaml`` (a from-scratch model, a wall-time budget), then
    ``evaluate`` on the whole test split at beam 50;
-3. ``fit --config configs/grpo_industrial_cpu.yaml`` from that checkpoint (its ``cf`` reward backed by step 1's
-   SASRec), then ``evaluate`` again;
+3. ``fit --config configs/grpo_industrial_cpu.yaml`` from that checkpoint (its ``transition_log`` reward counts
+   the train split), then ``evaluate`` again;
 4. ``report`` of everything against the SFT run (paired bootstrap intervals) and the paper-format table
    (HR@3/5/10, NDCG@3/5/10) beside the paper's published rows.
 
@@ -95,7 +95,6 @@ def rl(args, out: Path) -> dict[str, float]:
     seconds = {"rl_fit": run("fit", "--config", str(REPO / "configs" / "grpo_industrial_cpu.yaml"),
                              "--data.data_dir", args.data_dir, "--model.init_args.sft_checkpoint", str(sft_checkpoint),
                              "--data.tokenizer", str(sft_checkpoint), "--trainer.default_root_dir", str(root),
-                             "--model.init_args.cf_checkpoint", str(out / "sasrec_run" / "final_checkpoint"),
                              "--trainer.logger.init_args.save_dir", str(root), log=out / "rl_fit.log")}
     seconds["rl_eval"] = run("evaluate", "--checkpoint", str(root / "final_checkpoint"), "--data_dir", args.data_dir,
                              "--split", "test", "--num_beams", "50", "--batch_size", "64",
