@@ -101,7 +101,7 @@ def _fast_path_applies(layer, name: str) -> bool:
         # these options change the result or the gradient (a SID padding_idx row gets none in PEFT)
         return (base.max_norm is None and not base.scale_grad_by_freq and not base.sparse
                 and (base.padding_idx is None or base.padding_idx not in layer.token_indices[name]))
-    return isinstance(base, torch.nn.Linear) and base.bias is None  # PEFT's head path drops a bias
+    return isinstance(base, torch.nn.Linear) and base.bias is None  # a bias: PEFT's own head path (<= 0.21 drops it)
 
 
 def _lookup(layer, name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
