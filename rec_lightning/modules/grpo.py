@@ -148,6 +148,9 @@ class GRPOModule(pl.LightningModule):
             on the train split of the data module (choose the decay as the baseline's, on valid); also the decay of
             ``transition_log``, the log of ``evaluate --prior transition``'s prior: with ``loss.reward_scaling:
             none`` and ``loss.beta`` = 1 / W its optimum is the fused model of prior weight W.
+        transition_leave_one_out: score each prompt with its own train transition (``last history item ->
+            target``, once per user) and its target's popularity count taken out of the counts, the prior an unseen
+            user gets; without it a train prompt's prior points at the answer SFT has already fitted.
         loss: the objective.
         optimizer: AdamW + schedule (the original: lr 1e-5, 3% warmup, cosine to 0).
         accumulate_grad_batches: micro-batches per optimizer step (this module optimises manually,
@@ -174,6 +177,7 @@ class GRPOModule(pl.LightningModule):
         semantic_embeddings: str | None = None,
         cf_checkpoint: str | None = None,
         transition_decay: float = 0.3,
+        transition_leave_one_out: bool = False,
         loss: GRPOLossOptions = GRPOLossOptions(),
         optimizer: OptimizerOptions = OptimizerOptions(lr=1e-5, warmup_steps=0, warmup_ratio=0.03, min_lr_ratio=0.0),
         accumulate_grad_batches: int = 1,
@@ -194,6 +198,7 @@ class GRPOModule(pl.LightningModule):
         self.semantic_embeddings = semantic_embeddings
         self.cf_checkpoint = cf_checkpoint
         self.transition_decay = transition_decay
+        self.transition_leave_one_out = transition_leave_one_out
         self.loss_options = _as(GRPOLossOptions, loss)
         self.optimizer_options = _as(OptimizerOptions, optimizer)
         self.accumulate = accumulate_grad_batches
@@ -209,7 +214,8 @@ class GRPOModule(pl.LightningModule):
             "sft_checkpoint": sft_checkpoint, "finetune": finetune, "lora": dataclasses.asdict(self.lora_options),
             "group": dataclasses.asdict(self.group), "rewards": self.reward_weights,
             "semantic_embeddings": semantic_embeddings, "cf_checkpoint": cf_checkpoint,
-            "transition_decay": transition_decay, "loss": dataclasses.asdict(self.loss_options),
+            "transition_decay": transition_decay,
+            "transition_leave_one_out": transition_leave_one_out, "loss": dataclasses.asdict(self.loss_options),
             "optimizer": dataclasses.asdict(self.optimizer_options), "accumulate_grad_batches": accumulate_grad_batches,
             "max_grad_norm": max_grad_norm, "ref_sync_steps": ref_sync_steps, "ref_sync_alpha": ref_sync_alpha,
             "share_prompt": share_prompt, "sampling_seed": sampling_seed, "disable_dropout": disable_dropout,
@@ -306,9 +312,11 @@ class GRPOModule(pl.LightningModule):
         if "cf" in self.reward_weights:
             self._model_rewards["cf"] = CollaborativeReward(self.cf_checkpoint, catalog)
         if "transition" in self.reward_weights:
-            self._model_rewards["transition"] = TransitionReward(train_records, catalog, self.transition_decay)
+            self._model_rewards["transition"] = TransitionReward(
+                train_records, catalog, self.transition_decay, leave_one_out=self.transition_leave_one_out)
         if "transition_log" in self.reward_weights:
-            self._model_rewards["transition_log"] = LogTransitionReward(train_records, catalog, self.transition_decay)
+            self._model_rewards["transition_log"] = LogTransitionReward(
+                train_records, catalog, self.transition_decay, leave_one_out=self.transition_leave_one_out)
 
     def _counts_train(self) -> bool:
         return bool({"transition", "transition_log"} & set(self.reward_weights))
@@ -379,11 +387,13 @@ class GRPOModule(pl.LightningModule):
         group_size = self.group.size
         rewards_fns = self._reward_functions()
         histories = unpad_histories(batch["history_item_ids"]) if "history_item_ids" in batch else None
+        target_items = batch["target_item_id"].tolist()
 
         def score(items: torch.Tensor):
             completions = [self.trie.keys[i] if i >= 0 else "" for i in items.flatten().tolist()]
             wanted = [self.trie.keys[t] for t in targets.repeat_interleave(group_size).tolist()]
-            return combine_rewards(rewards_fns, self.reward_weights, completions, wanted, group_size, histories)
+            return combine_rewards(rewards_fns, self.reward_weights, completions, wanted, group_size, histories,
+                                   target_items)
 
         return score
 

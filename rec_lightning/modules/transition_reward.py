@@ -20,6 +20,13 @@ is ``ref * exp(r / beta)``; with ``r = log prior`` and ``beta = 1 / W`` that is 
 reward's scale). So GRPO with this reward distils the fused ranking into the LM itself: exactly so in expectation
 over sampled groups (``group.mode: sample``); beam groups are a biased, lower-variance estimate of the same.
 
+Leave-one-out (``leave_one_out=True``, GRPO's ``transition_leave_one_out``): GRPO's prompts are the train rows the
+counts come from, so each prompt's own transition ``h_last -> target`` (and its target's popularity count) is in
+them, and for a rare transition it is the only count: the reward then points at the answer the SFT model has
+already fitted, which the same prior never does for a test user. With it, each prompt's prior is computed with
+that user's pair and that row's target count taken out (one count each: pairs are counted once per user), the
+prior a user whose next item is unknown gets. (A user whose sequence holds the same pair twice loses both.)
+
 Cost: fitting is the baseline's (one pass over the train rows, O(pairs) memory); each call scores the B
 prompts' histories with one sparse x dense product, O(pairs * B) time, ``[B, V]`` memory.
 """
@@ -51,17 +58,58 @@ class TransitionReward(SIDProbabilityReward):
 
     __name__ = "transition"
 
-    def __init__(self, train_records: Sequence[SequenceRecord], catalog: ItemCatalog, decay: float = 0.3) -> None:
+    def __init__(self, train_records: Sequence[SequenceRecord], catalog: ItemCatalog, decay: float = 0.3,
+                 leave_one_out: bool = False) -> None:
         super().__init__(catalog)
         self.model = TransitionModel(max(catalog.item_ids) + 1, decay=decay).fit(train_records)
         popularity = self.model.popularity.counts
         self.popularity = popularity / popularity.sum() if popularity.sum() > 0 else popularity
+        self.leave_one_out = leave_one_out
+        self.uses_target_items = leave_one_out
+        self._pairs: dict[tuple[int, int], int] | None = None  # {(a, b): count}, built on the first leave-one-out call
 
-    def probabilities(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
-        """``[B, V]`` float64 next-item probabilities (each row sums to 1, or is all 0 without any train data)."""
+    def _own_counts(self, histories: Sequence[Sequence[int]], target_items: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pair [B, V]``: 1 at each prompt's own ``(last history item -> target)`` pair (where counted);
+        ``target [B, V]``: 1 at each prompt's target (its popularity count)."""
+        if len(target_items) != len(histories):
+            raise ValueError(f"{len(target_items)} target items for {len(histories)} histories")
+        columns = self.model.num_columns
+        target = torch.zeros(len(histories), columns, dtype=torch.float64)
+        pair = torch.zeros_like(target)
+        if self._pairs is None:
+            self._pairs = self.model.pair_counts()
+        counted = self._pairs
+        for row, (history, item) in enumerate(zip(histories, target_items)):
+            if not 0 <= item < columns:
+                raise ValueError(f"leave-one-out needs each prompt's target item id; got {item} for prompt {row}")
+            target[row, item] = 1.0
+            last = [i for i in history if 0 <= i < columns][-1:]
+            if last and counted.get((last[0], item), 0) > 0:
+                pair[row, item] = 1.0
+        return pair, target
+
+    def probabilities(self, histories: Sequence[Sequence[int]],
+                      target_items: Sequence[int] | None = None) -> torch.Tensor:
+        """``[B, V]`` float64 next-item probabilities (each row sums to 1, or is all 0 without any train data);
+        with ``target_items`` (leave-one-out) each prompt's own pair and target count are taken out first."""
         scores = self.model.transition_scores(histories)  # [B, V]
+        popularity = self.popularity.expand_as(scores)
+        if target_items is not None:
+            pair, target = self._own_counts(histories, target_items)
+            scores = (scores - pair).clamp_min(0.0)  # the own pair has weight decay**0 = 1
+            counts = (self.model.popularity.counts - target).clamp_min(0.0)  # [B, V]
+            totals = counts.sum(dim=1, keepdim=True)
+            popularity = torch.where(totals > 0, counts / totals.clamp_min(1e-300), counts)
         totals = scores.sum(dim=1, keepdim=True)
-        return torch.where(totals > 0, scores / totals.clamp_min(1e-300), self.popularity.expand_as(scores))
+        return torch.where(totals > 0, scores / totals.clamp_min(1e-300), popularity)
+
+    def __call__(self, completions: Sequence[str], targets: Sequence[str], group_size: int, *,
+                 histories: Sequence[Sequence[int]], target_items: Sequence[int] | None = None) -> list[float]:
+        if self.leave_one_out and target_items is None:
+            raise ValueError(f"the {self.__name__} reward with leave_one_out needs each prompt's target item id "
+                             "(target_items=...)")
+        return self._score(completions, group_size, self.probabilities(
+            histories, target_items if self.leave_one_out else None), len(histories))
 
 
 class LogTransitionReward(TransitionReward):
@@ -75,21 +123,28 @@ class LogTransitionReward(TransitionReward):
     __name__ = "transition_log"
 
     def __init__(self, train_records: Sequence[SequenceRecord], catalog: ItemCatalog, decay: float = 0.3,
-                 mix: float = 0.1) -> None:
-        super().__init__(train_records, catalog, decay)
+                 mix: float = 0.1, leave_one_out: bool = False) -> None:
+        super().__init__(train_records, catalog, decay, leave_one_out)
         if not 0.0 < mix <= 1.0:
             raise ValueError(f"the popularity mix must lie in (0, 1], got {mix}")
         counts = self.model.popularity.counts
         self.smoothed_popularity = (counts + 1.0) / (counts.sum() + counts.numel())  # [V] add-one smoothed
         self.mix = mix
 
-    def probabilities(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
-        """``[B, V]`` float64 prior: the transition probabilities mixed with the smoothed popularity."""
-        return (1.0 - self.mix) * super().probabilities(histories) + self.mix * self.smoothed_popularity
+    def probabilities(self, histories: Sequence[Sequence[int]],
+                      target_items: Sequence[int] | None = None) -> torch.Tensor:
+        """``[B, V]`` float64 prior: the transition probabilities mixed with the smoothed popularity (leave-one-out:
+        both without the prompt's own counts)."""
+        smoothed = self.smoothed_popularity
+        if target_items is not None:
+            counts = self.model.popularity.counts - self._own_counts(histories, target_items)[1]  # [B, V]
+            smoothed = (counts + 1.0) / (counts.sum(dim=1, keepdim=True) + counts.shape[1])
+        return (1.0 - self.mix) * super().probabilities(histories, target_items) + self.mix * smoothed
 
     def __call__(self, completions: Sequence[str], targets: Sequence[str], group_size: int, *,
-                 histories: Sequence[Sequence[int]]) -> list[float]:
+                 histories: Sequence[Sequence[int]], target_items: Sequence[int] | None = None) -> list[float]:
         if "" in completions:
             raise ValueError("transition_log has no value for an empty completion (log 0): constrained decoding must "
                              "return an item for every group member")
-        return [math.log(p) for p in super().__call__(completions, targets, group_size, histories=histories)]
+        return [math.log(p) for p in super().__call__(completions, targets, group_size, histories=histories,
+                                                       target_items=target_items)]

@@ -155,9 +155,12 @@ class SIDProbabilityReward:
 
     def __call__(self, completions: Sequence[str], targets: Sequence[str], group_size: int, *,
                  histories: Sequence[Sequence[int]]) -> list[float]:
-        if len(completions) != len(histories) * group_size:
-            raise ValueError(f"{len(completions)} completions for {len(histories)} histories in groups of {group_size}")
-        probs = self.probabilities(histories)
+        return self._score(completions, group_size, self.probabilities(histories), len(histories))
+
+    def _score(self, completions: Sequence[str], group_size: int, probs, num_prompts: int) -> list[float]:
+        """Each completion's probability mass under its prompt's row of ``probs`` ``[B, V]``."""
+        if len(completions) != num_prompts * group_size:
+            raise ValueError(f"{len(completions)} completions for {num_prompts} histories in groups of {group_size}")
         return [float(probs[i // group_size, self._items_of(sid)].sum()) if sid else 0.0
                 for i, sid in enumerate(completions)]
 
@@ -179,18 +182,25 @@ class RewardResult:
 
 def combine_rewards(functions: Mapping[str, RewardFn], weights: Mapping[str, float], completions: Sequence[str],
                     targets: Sequence[str], group_size: int,
-                    histories: Sequence[Sequence[int]] | None = None) -> RewardResult:
+                    histories: Sequence[Sequence[int]] | None = None,
+                    target_items: Sequence[int] | None = None) -> RewardResult:
     """Evaluate every reward function and add them with their weights.
 
     ``histories`` (one tuple of item ids per prompt) is passed to the functions that declare
-    ``uses_histories``; they cannot be used without it.
+    ``uses_histories``; they cannot be used without it. ``target_items`` (one item id per prompt) goes to those
+    that also declare ``uses_target_items`` (the leave-one-out transition rewards).
     """
     per_function = {}
     for name, fn in functions.items():
         if getattr(fn, "uses_histories", False):
             if histories is None:
                 raise ValueError(f"the {name} reward needs the prompts' item histories (histories=...)")
-            per_function[name] = fn(completions, targets, group_size, histories=histories)
+            extra = {}
+            if getattr(fn, "uses_target_items", False):
+                if target_items is None:
+                    raise ValueError(f"the {name} reward needs the prompts' target item ids (target_items=...)")
+                extra["target_items"] = target_items
+            per_function[name] = fn(completions, targets, group_size, histories=histories, **extra)
         else:
             per_function[name] = fn(completions, targets, group_size)
     total = [sum(weights[name] * per_function[name][i] for name in functions) for i in range(len(completions))]

@@ -89,9 +89,36 @@ def test_grpo_transition_reward_options():
         module.build(None, None, CATALOG)
 
 
-def test_grpo_fit_counts_the_data_modules_train_split(demo_dir, tmp_path):
+def test_leave_one_out_takes_the_prompts_own_pair_and_target_count_out_hand_worked():
+    """A train prompt's own transition (last history item -> target, once per user) and its target's popularity
+    count leave the counts: the prior a user with an unknown next item gets."""
+    reward = TransitionReward(TRAIN, CATALOG, decay=0.5, leave_one_out=True)
+    # u3's row (0,) -> 2: T(0) = [0, 2, 1, 0, 0]; its own 0->2 (the only one) goes: [0, 2, 0, 0, 0]
+    assert reward([A, B, C, D], [C] * 4, 4, histories=[(0,)], target_items=[2]) == pytest.approx([0, 1, 0, 0])
+    assert TransitionReward(TRAIN, CATALOG, decay=0.5)([A, B, C, D], [C] * 4, 4, histories=[(0,)]) == pytest.approx(
+        [0, 2 / 3, 1 / 3, 0])  # with it: the answer, 1/3
+    # u2's row (0, 1, 2) -> 0: T = 2->. + 0.5 * 1->. + 0.25 * 0->. = [1, 0.5, 1.25, 0, 0]; 2->0 goes: total 1.75
+    assert reward([A, B, C, D], [A] * 4, 4, histories=[(0, 1, 2)], target_items=[0]) == pytest.approx(
+        [0, 0.5 / 1.75, 1.25 / 1.75, 0])
+    # decay 0, history (2,) -> 0: the own pair was the only transition -> popularity without this target:
+    # targets [1, 2, 2, 0, 0] - [1, 0, 0, 0, 0] -> [0, 2, 2, 0, 0] / 4
+    last_only = TransitionReward(TRAIN, CATALOG, decay=0.0, leave_one_out=True)
+    assert last_only([A, B, C, D], [A] * 4, 4, histories=[(2,)], target_items=[0]) == pytest.approx([0, 0.5, 0.5, 0])
+    # a pair never counted (history (1,) -> 0) takes nothing out: T(1) = [0, 0, 2, 0, 0] stays, so A and B get 0
+    assert last_only([A, B], [A] * 2, 2, histories=[(1,)], target_items=[0]) == pytest.approx([0, 0])
+    with pytest.raises(ValueError, match="needs each prompt's target item id"):
+        reward([A], [A], 1, histories=[(0,)])
+    # transition_log: p_T = [0, 1, 0, 0, 0]; add-one popularity without the target 2: ([1, 2, 1, 0, 0] + 1) / 9
+    log_reward = LogTransitionReward(TRAIN, CATALOG, decay=0.5, leave_one_out=True)
+    values = log_reward([A, B, C, D], [C] * 4, 4, histories=[(0,)], target_items=[2])
+    assert values == pytest.approx([math.log(0.2 / 9), math.log(0.9 + 0.4 / 9), math.log(0.2 / 9), math.log(0.1 / 9)])
+    assert log_reward.uses_target_items and not LogTransitionReward(TRAIN, CATALOG).uses_target_items
+
+
+@pytest.mark.parametrize("leave_one_out", [False, True])
+def test_grpo_fit_counts_the_data_modules_train_split(demo_dir, tmp_path, monkeypatch, leave_one_out):
     """Through a Trainer: configure_model builds the reward from the data module's train rows, and the rollout
-    logs it."""
+    logs it; with leave-one-out every call gets the batch's target item ids."""
     import lightning.pytorch as pl
 
     from rec_lightning.data.datamodule import RecDataModule
@@ -109,7 +136,16 @@ def test_grpo_fit_counts_the_data_modules_train_split(demo_dir, tmp_path):
     # with the target in every group, each group holds an item with p > 0: a train row's target follows its last
     # history item in that very row, and decay 0 scores by the last item alone
     module = GRPOModule(sft_checkpoint=str(checkpoint), finetune="full", group={"size": 4, "add_ground_truth": True},
-                        rewards={"transition": 1.0, "transition_log": 1.0}, transition_decay=0.0, loss={"beta": 0.0})
+                        rewards={"transition": 1.0, "transition_log": 1.0}, transition_decay=0.0, loss={"beta": 0.0},
+                        transition_leave_one_out=leave_one_out)
+    calls = []
+    original = TransitionReward.probabilities
+
+    def spy(self, histories, target_items=None):
+        calls.append((len(histories), target_items))
+        return original(self, histories, target_items)
+
+    monkeypatch.setattr(TransitionReward, "probabilities", spy)
     trainer = pl.Trainer(accelerator="cpu", max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
     trainer.fit(module, datamodule=rl)
@@ -117,6 +153,9 @@ def test_grpo_fit_counts_the_data_modules_train_split(demo_dir, tmp_path):
     expected = TransitionReward(rl.records("train"), rl.catalog, decay=0.0)
     assert reward.model.pair_counts() == expected.model.pair_counts() and reward.model.decay == 0.0
     assert module.hparams["transition_decay"] == 0.0
+    assert module.hparams["transition_leave_one_out"] is leave_one_out and reward.leave_one_out is leave_one_out
+    assert calls and all((t is not None) is leave_one_out for _, t in calls)
+    assert all(t is None or (len(t) == n and all(isinstance(i, int) and i >= 0 for i in t)) for n, t in calls), calls
     value = float(trainer.logged_metrics["train/rewards/transition"])
     assert 0.0 < value <= 1.0 and math.isfinite(value)
     log_reward = module._model_rewards["transition_log"]  # same rows, same decay, the log of the mixed prior
