@@ -65,8 +65,12 @@ class TransitionReward(SIDProbabilityReward):
         popularity = self.model.popularity.counts
         self.popularity = popularity / popularity.sum() if popularity.sum() > 0 else popularity
         self.leave_one_out = leave_one_out
-        self.uses_target_items = leave_one_out
         self._pairs: dict[tuple[int, int], int] | None = None  # {(a, b): count}, built on the first leave-one-out call
+
+    @property
+    def uses_target_items(self) -> bool:
+        """``combine_rewards`` passes ``target_items=`` to a reward that declares this (leave-one-out)."""
+        return self.leave_one_out
 
     def _own_counts(self, histories: Sequence[Sequence[int]], target_items: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``pair [B, V]``: 1 at each prompt's own ``(last history item -> target)`` pair (where counted);
@@ -92,10 +96,16 @@ class TransitionReward(SIDProbabilityReward):
                       target_items: Sequence[int] | None = None) -> torch.Tensor:
         """``[B, V]`` float64 next-item probabilities (each row sums to 1, or is all 0 without any train data);
         with ``target_items`` (leave-one-out) each prompt's own pair and target count are taken out first."""
+        own = None if target_items is None else self._own_counts(histories, target_items)
+        return self._probabilities(histories, own)
+
+    def _probabilities(self, histories: Sequence[Sequence[int]],
+                       own: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """:meth:`probabilities` given ``own = (pair, target)`` from :meth:`_own_counts` (or None: nothing out)."""
         scores = self.model.transition_scores(histories)  # [B, V]
         popularity = self.popularity.expand_as(scores)
-        if target_items is not None:
-            pair, target = self._own_counts(histories, target_items)
+        if own is not None:
+            pair, target = own
             scores = (scores - pair).clamp_min(0.0)  # the own pair has weight decay**0 = 1
             counts = (self.model.popularity.counts - target).clamp_min(0.0)  # [B, V]
             totals = counts.sum(dim=1, keepdim=True)
@@ -131,15 +141,15 @@ class LogTransitionReward(TransitionReward):
         self.smoothed_popularity = (counts + 1.0) / (counts.sum() + counts.numel())  # [V] add-one smoothed
         self.mix = mix
 
-    def probabilities(self, histories: Sequence[Sequence[int]],
-                      target_items: Sequence[int] | None = None) -> torch.Tensor:
+    def _probabilities(self, histories: Sequence[Sequence[int]],
+                       own: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         """``[B, V]`` float64 prior: the transition probabilities mixed with the smoothed popularity (leave-one-out:
         both without the prompt's own counts)."""
         smoothed = self.smoothed_popularity
-        if target_items is not None:
-            counts = self.model.popularity.counts - self._own_counts(histories, target_items)[1]  # [B, V]
+        if own is not None:
+            counts = self.model.popularity.counts - own[1]  # [B, V]
             smoothed = (counts + 1.0) / (counts.sum(dim=1, keepdim=True) + counts.shape[1])
-        return (1.0 - self.mix) * super().probabilities(histories, target_items) + self.mix * smoothed
+        return (1.0 - self.mix) * super()._probabilities(histories, own) + self.mix * smoothed
 
     def __call__(self, completions: Sequence[str], targets: Sequence[str], group_size: int, *,
                  histories: Sequence[Sequence[int]], target_items: Sequence[int] | None = None) -> list[float]:
