@@ -214,3 +214,32 @@ def test_fsdp2_two_cpu_processes_through_the_cli(tmp_path, cache):
     run_cli("evaluate", "--checkpoint", str(final), "--split", "valid", "--limit", "5", "--num_beams", "5",
             "--batch_size", "5", "--accelerator", "cpu", "--output", "eval", cwd=tmp_path, cache=cache, check=True)
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["count"] == 5
+
+
+def test_last_ckpt_through_the_cli_is_the_final_step_and_resumes_from_it(tmp_path, cache):
+    """The shipped checkpoint callback through ``python -m rec_lightning fit``: with a monitor that is best at the
+    first validation (val/loss, mode max: the loss falls), ``last.ckpt`` still holds the last step, and ``fit
+    --ckpt_path last.ckpt`` goes on from there (Lightning 2.6's own callback would leave the best step in it)."""
+    import torch
+
+    override = tmp_path / "worse.yaml"
+    override.write_text("""\
+trainer:
+  callbacks:
+    - class_path: rec_lightning.callbacks.checkpoint.ModelCheckpoint
+      init_args:
+        dirpath: ckpts
+        monitor: val/loss
+        mode: max
+        save_top_k: 1
+        save_last: true
+""")
+    common = ("--config", str(override), "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1")
+    run_fit(tmp_path, cache, *common, "--trainer.max_steps", "4")
+    saved = {p.name: torch.load(p, weights_only=True)["global_step"] for p in (tmp_path / "ckpts").iterdir()}
+    assert saved == {"epoch=0-step=2.ckpt": 2, "last.ckpt": 4}, saved
+    run_fit(tmp_path, cache, *common, "--trainer.max_steps", "6", "--ckpt_path", "ckpts/last.ckpt",
+            "--trainer.default_root_dir", "resumed")
+    assert torch.load(tmp_path / "ckpts" / "last.ckpt", weights_only=True)["global_step"] == 6
+    steps = column(metrics_rows(tmp_path, "resumed"), "step")
+    assert steps and min(steps) > 4, steps  # the resumed run logged only steps after 4

@@ -108,6 +108,17 @@ def test_leave_one_out_takes_the_prompts_own_pair_and_target_count_out_hand_work
     assert last_only([A, B], [A] * 2, 2, histories=[(1,)], target_items=[0]) == pytest.approx([0, 0])
     with pytest.raises(ValueError, match="needs each prompt's target item id"):
         reward([A], [A], 1, histories=[(0,)])
+    with pytest.raises(ValueError, match="2 target items for 1 histories"):
+        reward([A], [A], 1, histories=[(0,)], target_items=[0, 1])
+    with pytest.raises(ValueError, match="needs each prompt's target item id; got -1 for prompt 0"):
+        reward([A], [A], 1, histories=[(0,)], target_items=[-1])
+    # combine_rewards hands the ids over, and refuses to score without them
+    from rec_lightning.rl.rewards import combine_rewards
+
+    combined = combine_rewards({"transition": reward}, {"transition": 1.0}, [B], [C], 1, [(0,)], [2])
+    assert combined.total == pytest.approx([1.0])
+    with pytest.raises(ValueError, match="the transition reward needs the prompts' target item ids"):
+        combine_rewards({"transition": reward}, {"transition": 1.0}, [B], [C], 1, [(0,)])
     # transition_log: p_T = [0, 1, 0, 0, 0]; add-one popularity without the target 2: ([1, 2, 1, 0, 0] + 1) / 9
     log_reward = LogTransitionReward(TRAIN, CATALOG, decay=0.5, leave_one_out=True)
     values = log_reward([A, B, C, D], [C] * 4, 4, histories=[(0,)], target_items=[2])
