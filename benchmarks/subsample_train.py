@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rec_lightning.data.holdout import kept_rows
+
 
 def subsample(data_dir: Path, output: Path, fraction: float, seed: int, heldout: Path | None = None) -> dict:
     """Write the folder (and the held-out one); returns the summary written to ``subsample.json``.
@@ -48,7 +50,7 @@ def subsample(data_dir: Path, output: Path, fraction: float, seed: int, heldout:
     with trains[0].open(newline="") as handle:
         rows = list(csv.reader(handle))
     header, body = rows[0], rows[1:]
-    keep = np.sort(np.random.default_rng(seed).choice(len(body), size=max(1, round(fraction * len(body))), replace=False))
+    keep = kept_rows(len(body), fraction, seed)  # the draw RecDataModule(holdout_fraction=1 - fraction) holds out
     summary = {"source": str(data_dir.resolve()), "fraction": fraction, "seed": seed, "train_rows": len(body),
                "kept_rows": int(keep.size), "kept_row_numbers": keep.tolist()}
     folders = [(output, keep, summary)]

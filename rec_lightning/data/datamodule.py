@@ -22,6 +22,7 @@ from rec_lightning.data.collate import Collator
 from rec_lightning.data.dataset import RecDataset
 from rec_lightning.data.dataset_cache import file_fingerprint, load_or_build, tokenizer_fingerprint
 from rec_lightning.data.demo import DEMO_CATEGORY, make_demo_data
+from rec_lightning.data.holdout import split_rows
 from rec_lightning.data.packing import PackingCollator
 from rec_lightning.data.records import RecData, load_rec_data
 from rec_lightning.data.sampling import (
@@ -126,6 +127,14 @@ class RecDataModule(pl.LightningDataModule):
             even in random order. Needs ``train_format: sft``.
         pack_length: packed row length; default: chosen per batch for the fewest positions, up to
             ``max_length``. A fixed value gives one tensor shape for every step.
+        holdout_fraction: keep this seeded fraction of the train rows out of training (0 = train on every
+            row), e.g. 0.1 in an SFT run whose model GRPO refines later on the same folder: GRPO then has prompts
+            SFT has not fitted (:mod:`rec_lightning.data.holdout`). Only training examples change: validation,
+            and the train split that rewards, priors and baselines count (:meth:`records`), stay whole.
+        holdout_seed: seed of the held-out draw; default ``seed``. Set the same fraction and seed in the
+            later run to address the same slice.
+        train_on: ``kept`` trains on the rows the draw keeps (every row when ``holdout_fraction`` is 0);
+            ``heldout`` on the held-out slice alone (e.g. GRPO on exactly the prompts SFT never trained on).
     """
 
     def __init__(
@@ -152,6 +161,9 @@ class RecDataModule(pl.LightningDataModule):
         cache_tokenized: bool = True,
         packing: bool = False,
         pack_length: int | None = None,
+        holdout_fraction: float = 0.0,
+        holdout_seed: int | None = None,
+        train_on: Literal["kept", "heldout"] = "kept",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -193,6 +205,16 @@ class RecDataModule(pl.LightningDataModule):
             raise ConfigurationError(f"pack_length must be a positive number of tokens or null, got {pack_length}")
         self.packing = packing
         self.pack_length = pack_length
+        if not 0.0 <= holdout_fraction < 1.0:
+            raise ConfigurationError(f"holdout_fraction must be in [0, 1) (0 = train on every row), got {holdout_fraction}")
+        if train_on not in ("kept", "heldout"):
+            raise ConfigurationError(f"train_on must be 'kept' or 'heldout', got {train_on!r}")
+        if train_on == "heldout" and holdout_fraction == 0:
+            raise ConfigurationError("train_on: heldout needs a holdout_fraction above 0 (the slice to train on), "
+                                     "e.g. the SFT run's holdout_fraction and holdout_seed")
+        self.holdout_fraction = holdout_fraction
+        self.holdout_seed = seed if holdout_seed is None else holdout_seed
+        self.train_on = train_on
         self._fingerprints: dict | None = None  # of the category's files and the tokenizer (see _cache_inputs)
         self.data: RecData | None = None
         self._tokenizer = None
@@ -282,7 +304,9 @@ class RecDataModule(pl.LightningDataModule):
                 "templates": {task: repr(get_template(task)) for task in tasks}, "category_name": self.category_name,
                 "max_length": self.max_length, "train_format": self.train_format if split == "train" else "sft",
                 "drop_contained_windows": self.drop_contained_windows if split == "train" else False,
-                "seed": self.seed if split == "train" else None, "library": __version__}
+                "seed": self.seed if split == "train" else None, "library": __version__,
+                **({"holdout": [self.holdout_fraction, self.holdout_seed, self.train_on]}
+                   if split == "train" and self.holdout_fraction > 0 else {})}
 
     # ------------------------------------------------------------------ catalog and tokenizer
     @property
@@ -334,12 +358,24 @@ class RecDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ examples
     def train_examples(self) -> TaskMix:
         """The training task mix, sampled with ``seed`` (examples rendered when read, a slice at a time)."""
-        records = self.records("train")
+        records = self.training_records()
         if self.drop_contained_windows:
             kept = maximal_windows(records)
             log.info("drop_contained_windows: %d of %d training rows are maximal windows", len(kept), len(records))
             records = kept
         return TaskMix(self.train_tasks, records, self.catalog, self.category_name, self.seed)
+
+    def training_records(self) -> list:
+        """The train rows this run trains on: all of them, or the kept / held-out part of the seeded draw
+        (``holdout_fraction``, ``holdout_seed``, ``train_on``), in file order."""
+        records = self.records("train")
+        if self.holdout_fraction == 0:
+            return records
+        kept, held_out = split_rows(len(records), self.holdout_fraction, self.holdout_seed)
+        chosen = kept if self.train_on == "kept" else held_out
+        log.info("holdout_fraction %g (seed %d): training on the %s rows, %d of %d train rows", self.holdout_fraction,
+                 self.holdout_seed, self.train_on, chosen.size, len(records))
+        return [records[i] for i in chosen.tolist()]
 
     def generation_examples(self, split: str) -> list[Example]:
         """The run's next-item examples (``next_item_task``) of a split, in file order."""
