@@ -51,11 +51,14 @@ def test_industrial_recipes_run_unchanged_on_another_category(tmp_path, demo_sho
     prior = json.loads((tmp_path / "eval" / "metrics.json").read_text())["prior"]
     assert prior["chosen"]["rows"] == 20 and prior["weight"] in [float(w) for w in prior["chosen"]["by_weight"]]
     # the GRPO recipe's transition_log reward counts the data's own train split: nothing else to fit first
-    cli(tmp_path, cache, "fit", "--config", str(REPO / "configs" / "grpo_industrial_cpu.yaml"),
-        "--data.data_dir", str(demo_shop), "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
-        "--data.batch_size", "4", "--trainer.log_every_n_steps", "1")
+    grpo = cli(tmp_path, cache, "fit", "--config", str(REPO / "configs" / "grpo_industrial_cpu.yaml"),
+               "--data.data_dir", str(demo_shop), "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+               "--data.batch_size", "4", "--trainer.log_every_n_steps", "1")
+    assert ("GRPO: the SFT model held out 0.1 of the train rows (seed 42, trained on the kept rows); this run trains "
+            "on every row") in grpo.stderr
     rl_root = tmp_path / "outputs" / "grpo_industrial_cpu"
     rl = json.loads((rl_root / "final_checkpoint" / "rec_lightning.json").read_text())
+    assert rl["sft_holdout"] == {"fraction": 0.1, "seed": 42, "train_on": "kept"} and "holdout" not in rl
     assert rl["stage"] == "grpo" and rl.get("next_item_task", "sid_history_to_sid_compact") == "sid_history_to_sid_compact"
     rows = list(csv.DictReader((rl_root / "logs" / "version_0" / "metrics.csv").open()))
     prior = [float(row["train/rewards/transition_log"]) for row in rows if row.get("train/rewards/transition_log")]

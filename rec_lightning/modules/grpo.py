@@ -283,6 +283,11 @@ class GRPOModule(pl.LightningModule):
                 datamodule.tokenizer.eos_token_id != tokenizer.eos_token_id:
             raise ConfigurationError(f"the data module's tokenizer differs from the SFT checkpoint's: set data.tokenizer to "
                              f"{self.sft_checkpoint}")
+        held_out = (metadata or {}).get("holdout")
+        if held_out:
+            rank_zero_info(f"GRPO: the SFT model held out {held_out['fraction']:g} of the train rows (seed "
+                           f"{held_out['seed']}, trained on the {held_out['train_on']} rows); this run trains on "
+                           + _rows_described(datamodule))
         train = datamodule.records("train") if self._counts_train() else None
         self.build(model, tokenizer, datamodule.catalog, metadata, train_records=train)
 
@@ -556,6 +561,17 @@ class GRPOModule(pl.LightningModule):
         policy = self.merged_policy()
         if policy is None:  # a sharded rank other than 0
             return Path(directory)
-        metadata = {**self._sft_metadata, "stage": "grpo", "sft_checkpoint": str(self.sft_checkpoint),
+        metadata = {**{k: v for k, v in self._sft_metadata.items() if k != "holdout"}, "stage": "grpo",
+                    "sft_checkpoint": str(self.sft_checkpoint),
                     "grpo": {k: v for k, v in self.hparams.items() if k != "sft_checkpoint"}}
+        if "holdout" in self._sft_metadata:  # the SFT stage's slice, not this run's rows
+            metadata["sft_holdout"] = self._sft_metadata["holdout"]
         return save_final_checkpoint(policy, self.tokenizer, directory, metadata, catalog=self.catalog)
+
+
+def _rows_described(datamodule) -> str:
+    """Which train rows a data module trains on, in words (for the log)."""
+    fraction = getattr(datamodule, "holdout_fraction", 0)
+    if not fraction:
+        return "every row"
+    return f"the {datamodule.train_on} rows of holdout_fraction {fraction:g} (seed {datamodule.holdout_seed})"

@@ -1,5 +1,7 @@
 """A seeded slice of train held out of training (``holdout_fraction``, ``holdout_seed``, ``train_on``)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -94,5 +96,7 @@ def test_holdout_through_the_cli_is_recorded_in_the_checkpoint(tmp_path):
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     hparams = saved["datamodule_hyper_parameters"]
     assert (hparams["holdout_fraction"], hparams["holdout_seed"], hparams["train_on"]) == (0.2, 5, "kept")
+    metadata = json.loads((tmp_path / "run" / "final_checkpoint" / "rec_lightning.json").read_text())
+    assert metadata["holdout"] == {"fraction": 0.2, "seed": 5, "train_on": "kept"}
     bad = run_cli(*short_fit_args(config, "--data.init_args.holdout_fraction", "1.5"), cwd=tmp_path)
     assert_clean_error(bad, "holdout_fraction must be in [0, 1)", "got 1.5")
