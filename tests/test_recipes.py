@@ -33,8 +33,8 @@ def demo_shop(tmp_path_factory) -> Path:
 def test_industrial_recipes_run_unchanged_on_another_category(tmp_path, demo_shop, cache):
     sft = cli(tmp_path, cache, "fit", "--config", str(REPO / "configs" / "industrial_cpu.yaml"),
               "--data.data_dir", str(demo_shop), "--trainer.max_time", "00:00:00:40", "--trainer.max_steps", "30",
-              "--trainer.val_check_interval", "15")
-    # the SFT recipe keeps a seeded tenth of the train rows for the GRPO stage, which trains on all of them
+              "--trainer.val_check_interval", "15", "--data.init_args.holdout_fraction", "0.1")
+    # a seeded tenth of the train rows kept out of SFT (data.holdout_fraction), the GRPO stage trains on all of them
     train_rows = sum(1 for _ in (next((demo_shop / "train").glob("*.csv"))).open()) - 1
     kept = round(0.9 * train_rows)
     assert f"holdout_fraction 0.1 (seed 42): training on the kept rows, {kept} of {train_rows} train rows" in sft.stderr
