@@ -50,16 +50,24 @@ def test_industrial_recipes_run_unchanged_on_another_category(tmp_path, demo_sho
     assert len(records) == 20 and records[0]["input"].startswith("<a_") and records[0]["input"].endswith(">\n")
     prior = json.loads((tmp_path / "eval" / "metrics.json").read_text())["prior"]
     assert prior["chosen"]["rows"] == 20 and prior["weight"] in [float(w) for w in prior["chosen"]["by_weight"]]
-    # the GRPO recipe's transition_log reward counts the data's own train split: nothing else to fit first
+    # the GRPO recipe's transition_log reward counts the data's own train split: nothing else to fit first. Here on
+    # the slice SFT held out alone (train_on: heldout), 2 batches of 64 prompts per epoch: the recipe's validation
+    # interval counts steps across epochs (an interval longer than an epoch was an error on small train splits)
+    held = train_rows - kept
     grpo = cli(tmp_path, cache, "fit", "--config", str(REPO / "configs" / "grpo_industrial_cpu.yaml"),
-               "--data.data_dir", str(demo_shop), "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
-               "--data.batch_size", "4", "--trainer.log_every_n_steps", "1")
+               "--data.data_dir", str(demo_shop), "--trainer.max_steps", "3", "--trainer.val_check_interval", "3",
+               "--data.batch_size", "64", "--trainer.log_every_n_steps", "1", "--data.init_args.holdout_fraction", "0.1",
+               "--data.init_args.train_on", "heldout")
+    assert -(-held // 64) < 3  # an epoch is shorter than the validation interval
+    assert f"training on the heldout rows, {held} of {train_rows} train rows" in grpo.stderr
     assert ("GRPO: the SFT model held out 0.1 of the train rows (seed 42, trained on the kept rows); this run trains "
-            "on every row") in grpo.stderr
+            "on the heldout rows of holdout_fraction 0.1 (seed 42)") in grpo.stderr
     rl_root = tmp_path / "outputs" / "grpo_industrial_cpu"
     rl = json.loads((rl_root / "final_checkpoint" / "rec_lightning.json").read_text())
     assert rl["sft_holdout"] == {"fraction": 0.1, "seed": 42, "train_on": "kept"} and "holdout" not in rl
     assert rl["stage"] == "grpo" and rl.get("next_item_task", "sid_history_to_sid_compact") == "sid_history_to_sid_compact"
     rows = list(csv.DictReader((rl_root / "logs" / "version_0" / "metrics.csv").open()))
     prior = [float(row["train/rewards/transition_log"]) for row in rows if row.get("train/rewards/transition_log")]
-    assert len(prior) == 2 and all(-30.0 < value < 0.0 for value in prior)  # the beams' mean log prior (finite)
+    assert len(prior) == 3 and all(-30.0 < value < 0.0 for value in prior)  # the beams' mean log prior (finite)
+    validated = [row for row in rows if row.get("val/ndcg@10")]
+    assert [row["step"] for row in validated] == ["2"] and int(validated[0]["epoch"]) == 1  # step 3, second epoch

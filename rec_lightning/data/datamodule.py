@@ -215,6 +215,7 @@ class RecDataModule(pl.LightningDataModule):
         self.holdout_fraction = holdout_fraction
         self.holdout_seed = seed if holdout_seed is None else holdout_seed
         self.train_on = train_on
+        self._holdout_logged = False
         self._fingerprints: dict | None = None  # of the category's files and the tokenizer (see _cache_inputs)
         self.data: RecData | None = None
         self._tokenizer = None
@@ -286,8 +287,12 @@ class RecDataModule(pl.LightningDataModule):
 
         if not self.cache_tokenized:
             return build()
-        return load_or_build(self.cache_dir / "datasets", self._cache_inputs(split), build,
-                             max_length=self.max_length, **options)
+        dataset = load_or_build(self.cache_dir / "datasets", self._cache_inputs(split), build,
+                                max_length=self.max_length, **options)
+        if split == "train" and self.holdout_fraction > 0 and not self._holdout_logged:  # mapped, not built: say so too
+            log.info("holdout_fraction %g (seed %d): training on the %s rows (%d examples, tokenized set from the "
+                     "cache)", self.holdout_fraction, self.holdout_seed, self.train_on, len(dataset))
+        return dataset
 
     def _cache_inputs(self, split: str) -> dict:
         """Everything a tokenized split depends on (see :mod:`rec_lightning.data.dataset_cache`)."""
@@ -373,6 +378,7 @@ class RecDataModule(pl.LightningDataModule):
             return records
         kept, held_out = split_rows(len(records), self.holdout_fraction, self.holdout_seed)
         chosen = kept if self.train_on == "kept" else held_out
+        self._holdout_logged = True
         log.info("holdout_fraction %g (seed %d): training on the %s rows, %d of %d train rows", self.holdout_fraction,
                  self.holdout_seed, self.train_on, chosen.size, len(records))
         return [records[i] for i in chosen.tolist()]

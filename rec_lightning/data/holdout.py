@@ -39,7 +39,7 @@ def split_rows(num_rows: int, holdout_fraction: float, seed: int) -> tuple[np.nd
         ConfigurationError: a fraction outside ``(0, 1)``, or one that holds out no row of ``num_rows``.
     """
     if not 0.0 < holdout_fraction < 1.0:
-        raise ConfigurationError(f"holdout_fraction must be in [0, 1) (0 = train on every row), got {holdout_fraction}")
+        raise ConfigurationError(f"holdout_fraction must be in (0, 1) to split the rows, got {holdout_fraction}")
     kept = kept_rows(num_rows, 1.0 - holdout_fraction, seed)
     held_out = np.setdiff1d(np.arange(num_rows), kept)
     if held_out.size == 0:

@@ -28,7 +28,7 @@ def test_split_rows_is_a_seeded_partition():
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
 def test_split_rows_refuses_fractions_outside_0_1(fraction):
-    with pytest.raises(ConfigurationError, match=r"holdout_fraction must be in \[0, 1\)"):
+    with pytest.raises(ConfigurationError, match=r"holdout_fraction must be in \(0, 1\) to split the rows"):
         split_rows(10, fraction, 0)
 
 
@@ -100,3 +100,19 @@ def test_holdout_through_the_cli_is_recorded_in_the_checkpoint(tmp_path):
     assert metadata["holdout"] == {"fraction": 0.2, "seed": 5, "train_on": "kept"}
     bad = run_cli(*short_fit_args(config, "--data.init_args.holdout_fraction", "1.5"), cwd=tmp_path)
     assert_clean_error(bad, "holdout_fraction must be in [0, 1)", "got 1.5")
+
+
+def test_the_log_names_the_slice_when_the_tokenized_set_comes_from_the_cache(demo_dir, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="rec_lightning.data.datamodule"):
+        built = _module(demo_dir, tmp_path, holdout_fraction=0.25, holdout_seed=7, train_on="heldout")
+        built.setup("fit")
+        mapped = _module(demo_dir, tmp_path, holdout_fraction=0.25, holdout_seed=7, train_on="heldout")
+        mapped.setup("fit")
+    rows = len(built.records("train"))
+    held = rows - round(0.75 * rows)
+    assert f"holdout_fraction 0.25 (seed 7): training on the heldout rows, {held} of {rows} train rows" in caplog.text
+    assert (f"holdout_fraction 0.25 (seed 7): training on the heldout rows ({held} examples, tokenized set from the "
+            "cache)") in caplog.text
+    assert len(mapped.datasets["train"]) == held
