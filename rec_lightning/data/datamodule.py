@@ -370,6 +370,13 @@ class RecDataModule(pl.LightningDataModule):
             records = kept
         return TaskMix(self.train_tasks, records, self.catalog, self.category_name, self.seed)
 
+    @property
+    def holdout(self) -> dict | None:
+        """The held-out slice as recorded in checkpoints: ``{"fraction", "seed", "train_on"}``; None without one."""
+        if self.holdout_fraction == 0:
+            return None
+        return {"fraction": self.holdout_fraction, "seed": self.holdout_seed, "train_on": self.train_on}
+
     def training_records(self) -> list:
         """The train rows this run trains on: all of them, or the kept / held-out part of the seeded draw
         (``holdout_fraction``, ``holdout_seed``, ``train_on``), in file order."""

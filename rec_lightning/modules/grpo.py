@@ -571,7 +571,7 @@ class GRPOModule(pl.LightningModule):
 
 def _rows_described(datamodule) -> str:
     """Which train rows a data module trains on, in words (for the log)."""
-    fraction = getattr(datamodule, "holdout_fraction", 0)
-    if not fraction:
+    slice_ = getattr(datamodule, "holdout", None)
+    if not slice_:
         return "every row"
-    return f"the {datamodule.train_on} rows of holdout_fraction {fraction:g} (seed {datamodule.holdout_seed})"
+    return f"the {slice_['train_on']} rows of holdout_fraction {slice_['fraction']:g} (seed {slice_['seed']})"

@@ -167,9 +167,8 @@ class SFTModule(pl.LightningModule):
         self.data_settings = {"category": datamodule.category, "category_name": datamodule.category_name,
                               "max_length": datamodule.max_length,
                               "next_item_task": getattr(datamodule, "next_item_task", NEXT_ITEM)}
-        if getattr(datamodule, "holdout_fraction", 0):  # the train rows this model never saw (GRPO's later prompts)
-            self.data_settings["holdout"] = {"fraction": datamodule.holdout_fraction, "seed": datamodule.holdout_seed,
-                                             "train_on": datamodule.train_on}
+        if getattr(datamodule, "holdout", None):  # the train rows this model never saw (GRPO's later prompts)
+            self.data_settings["holdout"] = datamodule.holdout
 
     def build(self, tokenizer, sid_tokens: list[str], sid_index_checksum: str | None = None, catalog=None) -> None:
         """Load or build the LM, add the SID rows and apply the fine-tuning mode.
