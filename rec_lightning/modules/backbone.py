@@ -166,7 +166,8 @@ def backbone_config(options: BackboneOptions, tokenizer):
 
 
 def add_sid_tokens(model, tokenizer, sid_tokens: Sequence[str],
-                   pad_to_multiple_of: int = EMBEDDING_MULTIPLE, keep_existing_sid_rows: bool = False) -> SidEmbeddingReport:
+                   pad_to_multiple_of: int = EMBEDDING_MULTIPLE, keep_existing_sid_rows: bool = False,
+                   keep_existing_rows: bool = False) -> SidEmbeddingReport:
     """Add SID tokens to the tokenizer (idempotent) and give the model deterministic rows for them.
 
     Rows to initialise: the SID ids, plus every row at or beyond ``len(tokenizer)`` (padding up to the
@@ -181,6 +182,8 @@ def add_sid_tokens(model, tokenizer, sid_tokens: Sequence[str],
         pad_to_multiple_of: embedding rows are a multiple of this (64 suits tensor cores).
         keep_existing_sid_rows: leave SID rows the model already has as they are (models built from a
             config, whose rows are all random); only rows the resize creates are set to the mean.
+        keep_existing_rows: leave every row the model already has as it is, padding rows included (a
+            rec_lightning checkpoint trained on these SID tokens: all its rows are trained).
 
     Returns:
         The SID ids and the row counts before and after.
@@ -197,7 +200,10 @@ def add_sid_tokens(model, tokenizer, sid_tokens: Sequence[str],
             model.resize_token_embeddings(new_rows, mean_resizing=False)
     sid_set = set(sid_ids)
     new_sid_rows = {i for i in sid_set if i >= old_rows} if keep_existing_sid_rows else sid_set
-    rows = sorted(new_sid_rows | set(range(min(len(tokenizer), old_rows), new_rows)) | set(range(old_rows, new_rows)))
+    if keep_existing_rows:
+        rows = list(range(old_rows, new_rows))
+    else:
+        rows = sorted(new_sid_rows | set(range(min(len(tokenizer), old_rows), new_rows)) | set(range(old_rows, new_rows)))
     reference = [i for i in range(min(old_rows, len(tokenizer))) if i not in sid_set]
     if not reference:
         raise ValueError("the tokenizer has no ordinary tokens to initialise the SID rows from")

@@ -29,6 +29,7 @@ from rec_lightning.data.dataset import IGNORE_INDEX
 from rec_lightning.data.tokenizer import add_sid_tokens as add_sid_tokens_to_tokenizer
 from rec_lightning.errors import ConfigurationError
 from rec_lightning.modules.backbone import BackboneOptions, add_sid_tokens, build_backbone
+from rec_lightning.modules.continued import continues_checkpoint
 from rec_lightning.modules.export import CheckpointMismatchError, build_metadata, save_final_checkpoint
 from rec_lightning.modules.lora import FinetuneMode, LoraOptions, apply_finetuning, count_parameters, unwrap_base
 from rec_lightning.modules.optim import OptimizerOptions, build_optimizer, time_budget_fraction
@@ -183,7 +184,10 @@ class SFTModule(pl.LightningModule):
         if self.backbone_options.from_scratch:  # the config's vocabulary covers the SID tokens: random rows like all
             add_sid_tokens_to_tokenizer(tokenizer, sid_tokens)
         base = build_backbone(self.backbone_options, tokenizer)
-        report = add_sid_tokens(base, tokenizer, sid_tokens, keep_existing_sid_rows=self.backbone_options.from_scratch)
+        checksum = sid_index_checksum if sid_index_checksum is not None or catalog is None else catalog.checksum()
+        continued = continues_checkpoint(self.backbone_options, tokenizer, sid_tokens, checksum)
+        report = add_sid_tokens(base, tokenizer, sid_tokens, keep_existing_sid_rows=self.backbone_options.from_scratch,
+                                keep_existing_rows=continued)
         self.model = apply_finetuning(base, self.finetune, self.lora_options, report.sid_token_ids)
         trainable, total = count_parameters(self.model)
         rank_zero_info(f"SFT: fine-tuning mode {self.finetune}, {trainable:,} trainable parameters of {total:,} "
@@ -195,8 +199,7 @@ class SFTModule(pl.LightningModule):
         self.embedding_rows = report.new_num_rows
         self.token_weights = sid_level_token_weights(self.loss_options.level_weights, report.new_num_rows,
                                                      self.sid_tokens, self.sid_token_ids)
-        self.sid_index_checksum = sid_index_checksum if sid_index_checksum is not None or catalog is None \
-            else catalog.checksum()
+        self.sid_index_checksum = checksum
         self.catalog = catalog
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
