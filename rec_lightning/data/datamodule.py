@@ -4,34 +4,25 @@ Training uses a mix of prompt tasks (per-task sampling weights); validation loss
 the canonical next-item prompt. Under DDP, training batches are sharded by rank and every
 evaluation row is seen exactly once (no repeated padding rows). With no ``data_dir`` the embedded
 demo data set is generated; with no ``tokenizer`` a byte-level BPE is trained on the data's text.
+The DataLoaders (sharding, mid-epoch resume) are in :mod:`rec_lightning.data.loaders`, the catalog and
+tokenizer in :mod:`rec_lightning.data.vocabulary`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 from pathlib import Path
 from typing import Literal
 
 import lightning.pytorch as pl
-import torch
-from torch.utils.data import DataLoader
 
-from rec_lightning.data.collate import Collator
 from rec_lightning.data.dataset import RecDataset
 from rec_lightning.data.dataset_cache import file_fingerprint, load_or_build, tokenizer_fingerprint
 from rec_lightning.data.demo import DEMO_CATEGORY, make_demo_data
 from rec_lightning.data.holdout import split_rows
-from rec_lightning.data.packing import PackingCollator
+from rec_lightning.data.loaders import DataLoadersMixin
 from rec_lightning.data.records import RecData, load_rec_data
-from rec_lightning.data.sampling import (
-    EpochShuffleSampler,
-    EqualShardSampler,
-    LengthGroupedSampler,
-    PaddedRows,
-    ShardSampler,
-)
 from rec_lightning.data.tasks import (
     DEFAULT_TRAIN_TASKS,
     NEXT_ITEM_TASKS,
@@ -40,7 +31,7 @@ from rec_lightning.data.tasks import (
     TaskMix,
     next_item_example,
 )
-from rec_lightning.data.tokenizer import add_sid_tokens, cached_data_tokenizer, load_tokenizer
+from rec_lightning.data.vocabulary import VocabularyMixin
 from rec_lightning.data.windows import maximal_windows
 from rec_lightning.errors import ConfigurationError
 from rec_lightning.files.layout import find_category_files, find_split_csv, only_category
@@ -49,20 +40,6 @@ from rec_lightning.sids.codec import ItemCatalog
 
 log = logging.getLogger(__name__)
 _STAGE_SPLITS = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",), "predict": ("test",)}
-
-
-class _ResumableLoader(DataLoader):
-    """Tells Lightning the training loader resumes mid-epoch by itself.
-
-    Its position needs no state of its own: the sampler's order depends only on ``(seed, epoch)`` and
-    :meth:`RecDataModule.train_dataloader` skips the batches Lightning's restored progress counts.
-    """
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        pass
 
 
 def default_cache_dir() -> Path:
@@ -79,7 +56,7 @@ def demo_data_dir(cache_dir: str | Path | None = None, seed: int = 0, num_users:
     return folder
 
 
-class RecDataModule(pl.LightningDataModule):
+class RecDataModule(VocabularyMixin, DataLoadersMixin, pl.LightningDataModule):
     """SID-tokenized sequences of one category in the MiniOneRec layout.
 
     Args:
@@ -313,53 +290,6 @@ class RecDataModule(pl.LightningDataModule):
                 **({"holdout": [self.holdout_fraction, self.holdout_seed, self.train_on]}
                    if split == "train" and self.holdout_fraction > 0 else {})}
 
-    # ------------------------------------------------------------------ catalog and tokenizer
-    @property
-    def catalog(self) -> ItemCatalog:
-        if self.data is not None:
-            return self.data.catalog
-        if self._catalog is None:
-            if self.hparams.data_dir is None and not self.data_dir.exists():
-                self.prepare_data()
-            self._catalog = ItemCatalog.from_data_dir(self.data_dir, self.category)
-        return self._catalog
-
-    def _load_tokenizer(self):
-        if self.tokenizer_name is not None:
-            return load_tokenizer(self.tokenizer_name)
-        # Cached by content hash under cache_dir (beside the demo data, which lives there too); a user's data
-        # folder is never written to.
-        root = self.cache_dir / "tokenizers"
-        return cached_data_tokenizer(self.catalog, self.category_name, root, self.hparams.tokenizer_vocab_size)
-
-    @property
-    def tokenizer(self):
-        """The tokenizer with every SID token added (loaded on first use)."""
-        if self._tokenizer is None:
-            tokenizer = self._load_tokenizer()
-            self._sid_token_ids = add_sid_tokens(tokenizer, self.catalog.sid_tokens)
-            self._tokenizer = tokenizer
-        return self._tokenizer
-
-    def use_tokenizer(self, tokenizer) -> None:
-        """Use an already loaded tokenizer (e.g. a checkpoint's, loaded once for inference) instead of loading
-        ``tokenizer`` again; the catalog's SID tokens are added if missing."""
-        self._sid_token_ids = add_sid_tokens(tokenizer, self.catalog.sid_tokens)
-        self._tokenizer = tokenizer
-        self._fingerprints = None
-
-    @property
-    def sid_token_ids(self) -> list[int]:
-        """Token ids of ``catalog.sid_tokens``, in that order."""
-        self.tokenizer  # noqa: B018 (loads it)
-        return list(self._sid_token_ids)
-
-    def item_token_ids(self) -> dict[str, list[int]]:
-        """Each distinct SID -> its token ids (one per level)."""
-        tokenizer = self.tokenizer
-        return {sid: tokenizer.convert_tokens_to_ids(list(self.catalog.item(ids[0]).tokens))
-                for sid, ids in ((s, self.catalog.items_with_sid(s)) for s in self.catalog.sids)}
-
     # ------------------------------------------------------------------ examples
     def train_examples(self) -> TaskMix:
         """The training task mix, sampled with ``seed`` (examples rendered when read, a slice at a time)."""
@@ -398,90 +328,3 @@ class RecDataModule(pl.LightningDataModule):
         """The validated rows of ``split`` (loaded on first use)."""
         self._load_splits([split])
         return self.data.splits[split]
-
-    # ------------------------------------------------------------------ dataloaders
-    def _world(self) -> tuple[int | None, int | None]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return None, None
-        return trainer.world_size, trainer.global_rank
-
-    def _eval_shards(self, dataset) -> tuple:
-        """``(dataset, sampler)`` of an evaluation split: each row on one rank; under sharding
-        (``ModelParallelStrategy``: every forward is a collective) equal counts per rank, padded with
-        masked rows (:class:`~rec_lightning.data.sampling.EqualShardSampler`)."""
-        from lightning.pytorch.strategies import ModelParallelStrategy
-
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None and isinstance(trainer.strategy, ModelParallelStrategy) and trainer.world_size > 1:
-            return PaddedRows(dataset), EqualShardSampler(len(dataset), *self._world())
-        return dataset, ShardSampler(len(dataset), *self._world())
-
-    def _loader(self, dataset, batch_size: int, sampler, padding_side: str, shuffle: bool = False,
-                packed: bool = False) -> DataLoader:
-        if packed:
-            collate = PackingCollator(self.tokenizer.pad_token_id, self.pack_length, self.max_length)
-        else:
-            collate = Collator(self.tokenizer.pad_token_id, padding_side)
-        # its own generator: creating an iterator must not draw from the global RNG, or a resumed run's
-        # dropout masks would shift by one draw
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, collate_fn=collate,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, generator=generator)
-
-    def train_dataloader(self) -> DataLoader:
-        dataset = self.datasets.get("train") or self._dataset_for("fit", "train")
-        num_replicas, rank = self._world()
-        side = "right" if self.train_format == "sft" else "left"
-        if self.group_by_length:
-            sampler = LengthGroupedSampler(dataset.lengths, self.batch_size, self.seed, num_replicas=num_replicas, rank=rank)
-        else:
-            sampler = EpochShuffleSampler(len(dataset), self.seed, num_replicas=num_replicas, rank=rank)
-        sampler.resume_from(self._restored_position, self.batch_size)
-        loader = self._loader(dataset, self.batch_size, sampler, side, packed=self.packing)
-        loader.__class__ = _ResumableLoader
-        return loader
-
-    def _restored_position(self) -> tuple[int, int]:
-        """``(epoch, batches already trained in it)`` when fit resumes from a mid-epoch checkpoint, else (0, 0).
-
-        Asked by the sampler when an epoch's iteration starts (Lightning has restored its progress by
-        then); without it the resumed epoch would replay batches from its start instead of the unseen ones.
-        """
-        trainer = getattr(self, "trainer", None)
-        loop = getattr(trainer, "fit_loop", None) if trainer is not None else None
-        if loop is None or not loop.restarting:
-            return 0, 0
-        return trainer.current_epoch, int(loop.epoch_loop.batch_progress.current.completed)
-
-    def val_dataloader(self) -> DataLoader:
-        dataset, sampler = self._eval_shards(self.datasets.get("valid") or self._dataset_for("validate", "valid"))
-        return self._loader(dataset, self.eval_batch_size, sampler, "right", packed=self.packing)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.generation_dataloader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.generation_dataloader("test")
-
-    def _dataset_for(self, stage: str, split: str) -> RecDataset:
-        self.setup(stage)
-        return self.datasets[split]
-
-    def generation_dataloader(self, split: str, limit: int | None = None, seed: int = 0,
-                              batch_size: int | None = None) -> DataLoader:
-        """Left-padded next-item prompts of ``split`` (no labels); each row once across DDP ranks (under
-        sharding, plus masked padding rows with ``index`` -1 so that every rank runs as many batches).
-
-        Args:
-            limit: a seeded random subset of this many rows (kept in file order); None = all.
-        """
-        key = (split, limit, seed)
-        if key not in self._generation_datasets:
-            examples = self.generation_examples(split)
-            if limit is not None and limit < len(examples):
-                chosen = sorted(random.Random(seed).sample(range(len(examples)), limit))
-                examples = [examples[i] for i in chosen]
-            self._generation_datasets[key] = RecDataset(examples, self.tokenizer, self.max_length, with_response=False)
-        dataset, sampler = self._eval_shards(self._generation_datasets[key])
-        return self._loader(dataset, batch_size or self.eval_batch_size, sampler, "left")
