@@ -17,117 +17,43 @@ dicts); the same prompt as SFT and evaluation; generation is our exact constrain
 ``ranking`` rewards are refused for sampled groups (their order carries no rank). Differences from
 the GRPO paper: beam groups are not samples, so the estimator is biased towards the beam list; that
 is what MiniOneRec found to work for ranking metrics, and sampled groups are one option away.
+
+Beside it: ``grpo_options`` (option groups), ``grpo_rollout`` (rewards, scoring, metrics), ``grpo_sharding`` (FSDP2).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from rec_lightning.data.collate import unpad_histories
 from rec_lightning.errors import ConfigurationError
-from rec_lightning.generation.decoding import constrained_beam_search, constrained_sample
 from rec_lightning.generation.logprobs import completion_logprobs
 from rec_lightning.generation.trie import SIDTrie
-from rec_lightning.modules.cf_reward import CollaborativeReward
-from rec_lightning.modules.transition_reward import LogTransitionReward, TransitionReward
 from rec_lightning.modules.export import save_final_checkpoint
-from rec_lightning.modules.grpo_sharding import (gathered_policy, is_throwaway, release_reference, rows_to_regenerate,
-                                                 shard_policy)
+from rec_lightning.modules.grpo_options import GroupOptions, GRPOLossOptions, check_options
+from rec_lightning.modules.grpo_rollout import (Rollout, build_model_rewards, completion_tokens, counts_train_split,
+                                                generate_groups, group_scorer, inject_ground_truth,
+                                                resample_flat_groups, reward_functions, rollout_metrics,
+                                                rollout_targets)
+from rec_lightning.modules.grpo_sharding import gathered_policy, release_reference, shard_policy
 from rec_lightning.modules.inference import load_checkpoint
 from rec_lightning.modules.lora import LoraOptions, is_adapter_model, merge_adapter
 from rec_lightning.modules.optim import OptimizerOptions, build_optimizer, time_budget_fraction
-from rec_lightning.modules.reference import PolicyMode, build_policy, reference_model, sync_reference
+from rec_lightning.modules.reference import (PolicyMode, build_policy, disable_dropout, reference_model,
+                                             sync_reference)
 from rec_lightning.modules.sft import _as, response_loss_sum
 from rec_lightning.modules.sharding import ShardingOptions, is_sharded, run_sharded
 from rec_lightning.prompts import NEXT_ITEM
-from rec_lightning.rl.losses import LossType, RewardScaling, group_advantages, policy_loss
-from rec_lightning.rl.rewards import RANK_AWARE, REWARDS, SemanticReward, combine_rewards
+from rec_lightning.rl.losses import group_advantages, policy_loss
 
-log = logging.getLogger(__name__)
-MODEL_REWARDS = ("semantic", "cf", "transition", "transition_log")  # rewards backed by a model, a matrix or the train counts
-
-
-@dataclass
-class GroupOptions:
-    """How each prompt's group of G completions is made.
-
-    Attributes:
-        size: G, completions per prompt.
-        mode: ``beam`` (the G beams of one constrained beam search, distinct items in rank order) or
-            ``sample`` (G independent constrained samples at ``temperature``).
-        temperature: sampling temperature (``sample`` mode; applied once, no hidden top-k).
-        dynamic_sampling: ``off``; ``drop`` (leave groups whose rewards are all equal out of the loss);
-            ``resample`` (``sample`` mode: draw such groups again, up to ``max_resample_rounds``).
-        max_resample_rounds: extra draws for ``resample``.
-        add_ground_truth: where the target is not in a group, it replaces the group's last member.
-    """
-
-    size: int = 16
-    mode: Literal["beam", "sample"] = "beam"
-    temperature: float = 1.0
-    dynamic_sampling: Literal["off", "drop", "resample"] = "off"
-    max_resample_rounds: int = 2
-    add_ground_truth: bool = False
-
-
-@dataclass
-class GRPOLossOptions:
-    """The GRPO objective (see :mod:`rec_lightning.rl.losses`).
-
-    Attributes:
-        beta: KL coefficient; 0 skips the reference forward entirely.
-        loss_type: ``grpo`` (sequence mean), ``dapo`` (token mean), ``dr_grpo`` or ``gspo``.
-        reward_scaling: advantage normalisation by ``group`` std, ``batch`` std, or ``none``.
-        advantage_eps: added to the std.
-        epsilon: lower clip range of the ratio to the rollout policy.
-        epsilon_high: upper clip range (default: ``epsilon``).
-        num_iterations: optimizer updates per rollout (1 = on-policy, as the original).
-    """
-
-    beta: float = 1e-3
-    loss_type: LossType = "grpo"
-    reward_scaling: RewardScaling = "group"
-    advantage_eps: float = 1e-4
-    epsilon: float = 0.2
-    epsilon_high: float | None = None
-    num_iterations: int = 1
-
-
-@dataclass
-class Rollout:
-    """One micro-batch of prompts with their groups, rewards and (optionally) reference log-probs."""
-
-    prompt_ids: torch.Tensor  # [B, P]
-    prompt_mask: torch.Tensor  # [B, P]
-    completions: torch.Tensor  # [B x G, C]
-    completion_mask: torch.Tensor  # [B x G, C]
-    advantages: torch.Tensor  # [B x G]
-    ref_logp: torch.Tensor | None  # [B x G, C]
-    old_logp: torch.Tensor | None = None  # [B x G, C], filled on the first pass when num_iterations > 1
-
-
-def disable_dropout(model: torch.nn.Module) -> int:
-    """Set every ``nn.Dropout`` and every attention module's ``attention_dropout`` rate to 0; returns how many."""
-    changed = 0
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout) and module.p:
-            module.p, changed = 0.0, changed + 1
-        if isinstance(getattr(module, "attention_dropout", None), float) and module.attention_dropout:
-            module.attention_dropout, changed = 0.0, changed + 1
-    config = getattr(model, "config", None)
-    if config is not None and getattr(config, "attention_dropout", 0.0):
-        config.attention_dropout = 0.0
-    return changed
+__all__ = ["GRPOModule", "GroupOptions", "GRPOLossOptions", "Rollout", "disable_dropout"]
 
 
 class GRPOModule(pl.LightningModule):
@@ -209,7 +135,8 @@ class GRPOModule(pl.LightningModule):
         self.sampling_seed = sampling_seed
         self.disable_dropout = disable_dropout
         self.sharding_options = _as(ShardingOptions, sharding)
-        self._check_options()
+        check_options(self.group, self.loss_options, self.reward_weights, semantic_embeddings, cf_checkpoint,
+                      transition_decay, accumulate_grad_batches)
         self.save_hyperparameters({
             "sft_checkpoint": sft_checkpoint, "finetune": finetune, "lora": dataclasses.asdict(self.lora_options),
             "group": dataclasses.asdict(self.group), "rewards": self.reward_weights,
@@ -233,28 +160,6 @@ class GRPOModule(pl.LightningModule):
         self._buffer: list[Rollout] = []
         self._generator: torch.Generator | None = None
         self._sft_metadata: dict[str, Any] = {}
-
-    def _check_options(self) -> None:
-        unknown = sorted(set(self.reward_weights) - set(REWARDS) - set(MODEL_REWARDS))
-        if unknown:
-            raise ConfigurationError(f"unknown reward(s) {unknown}; known: {sorted(REWARDS) + list(MODEL_REWARDS)}")
-        if "semantic" in self.reward_weights and not self.semantic_embeddings:
-            raise ConfigurationError("the semantic reward needs semantic_embeddings: a .npy file with one row per item id")
-        if "cf" in self.reward_weights and not self.cf_checkpoint:
-            raise ConfigurationError("the cf reward needs cf_checkpoint: a SASRec final_checkpoint/ trained on the same "
-                                     "data (`python -m rec_lightning fit --config configs/sasrec.yaml`)")
-        if not 0.0 <= self.transition_decay <= 1.0:
-            raise ConfigurationError(f"transition_decay must lie in [0, 1] (e.g. 0.3), got {self.transition_decay}")
-        if self.group.mode == "sample" and RANK_AWARE & set(self.reward_weights):
-            raise ConfigurationError(f"rewards {sorted(RANK_AWARE & set(self.reward_weights))} use the beam rank, which sampled "
-                             "groups do not have: use group.mode=beam, or rewards rule/prefix/semantic")
-        if self.group.dynamic_sampling == "resample" and self.group.mode != "sample":
-            raise ConfigurationError("dynamic_sampling=resample needs group.mode=sample (beam search is deterministic); "
-                             "use dynamic_sampling=drop with beam groups")
-        if self.group.size < 2:
-            raise ConfigurationError(f"group.size must be at least 2 to compare completions, got {self.group.size}")
-        if self.loss_options.num_iterations < 1 or self.accumulate < 1:
-            raise ConfigurationError("loss.num_iterations and accumulate_grad_batches must be >= 1")
 
     # ------------------------------------------------------------------ model construction
     def configure_model(self) -> None:
@@ -288,7 +193,7 @@ class GRPOModule(pl.LightningModule):
             rank_zero_info(f"GRPO: the SFT model held out {held_out['fraction']:g} of the train rows (seed "
                            f"{held_out['seed']}, trained on the {held_out['train_on']} rows); this run trains on "
                            + _rows_described(datamodule))
-        train = datamodule.records("train") if self._counts_train() else None
+        train = datamodule.records("train") if counts_train_split(self.reward_weights) else None
         self.build(model, tokenizer, datamodule.catalog, metadata, train_records=train)
 
     def build(self, sft_model, tokenizer, catalog, metadata: dict[str, Any] | None = None,
@@ -297,7 +202,7 @@ class GRPOModule(pl.LightningModule):
 
         ``train_records`` (``datamodule.records("train")``) is needed by the ``transition(_log)`` rewards only.
         """
-        if self._counts_train() and train_records is None:
+        if counts_train_split(self.reward_weights) and train_records is None:
             raise ConfigurationError("the transition reward counts transitions on the train split: pass "
                                      "train_records=datamodule.records('train') to build()")
         sid_token_ids = tokenizer.convert_tokens_to_ids(catalog.sid_tokens)
@@ -311,24 +216,9 @@ class GRPOModule(pl.LightningModule):
         self._sft_metadata = dict(metadata or {})
         self.trie = SIDTrie.from_catalog(catalog, tokenizer.get_vocab(), tokenizer.eos_token_id)
         self.register_buffer("item_to_key", self.trie.catalog_item_index(catalog), persistent=False)
-        self._model_rewards = {}
-        if "semantic" in self.reward_weights:
-            self._model_rewards["semantic"] = SemanticReward(self.semantic_embeddings, catalog)
-        if "cf" in self.reward_weights:
-            self._model_rewards["cf"] = CollaborativeReward(self.cf_checkpoint, catalog)
-        if "transition" in self.reward_weights:
-            self._model_rewards["transition"] = TransitionReward(
-                train_records, catalog, self.transition_decay, leave_one_out=self.transition_leave_one_out)
-        if "transition_log" in self.reward_weights:
-            self._model_rewards["transition_log"] = LogTransitionReward(
-                train_records, catalog, self.transition_decay, leave_one_out=self.transition_leave_one_out)
-
-    def _counts_train(self) -> bool:
-        return bool({"transition", "transition_log"} & set(self.reward_weights))
-
-    def _reward_functions(self) -> dict:
-        return {name: self._model_rewards[name] if name in MODEL_REWARDS else REWARDS[name]
-                for name in self.reward_weights}
+        self._model_rewards = build_model_rewards(self.reward_weights, catalog, self.semantic_embeddings,
+                                                  self.cf_checkpoint, train_records, self.transition_decay,
+                                                  self.transition_leave_one_out)
 
     # ------------------------------------------------------------------ rollout
     def _device_trie(self, device: torch.device) -> SIDTrie:
@@ -339,28 +229,27 @@ class GRPOModule(pl.LightningModule):
     def _generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
         """``[B, G]`` trie item indices of each prompt's group."""
         trie = self._device_trie(prompt_ids.device)
-        if self.group.mode == "beam":  # run_sharded: the shared-cache decoder calls the decoder and head itself
-            return run_sharded(self.model, constrained_beam_search, self.model, prompt_ids, prompt_mask, trie,
-                               self.group.size).items
-        if self._generator is None or self._generator.device != prompt_ids.device:
+        if self.group.mode == "sample" and (self._generator is None or self._generator.device != prompt_ids.device):
             self._generator = torch.Generator(device=prompt_ids.device).manual_seed(self.sampling_seed + self.global_rank)
-        return run_sharded(self.model, constrained_sample, self.model, prompt_ids, prompt_mask, trie, self.group.size,
-                           self.group.temperature, self._generator).items
+        return generate_groups(self.model, prompt_ids, prompt_mask, trie, self.group, self._generator)
 
     @torch.no_grad()
     def rollout(self, batch: dict) -> tuple[Rollout, dict[str, float]]:
         """Generate the groups, score them, and compute advantages (and reference log-probs)."""
         prompt_ids, prompt_mask = batch["input_ids"], batch["attention_mask"]
         group_size = self.group.size
-        targets = self._rollout_targets(batch)  # [B]
+        targets = rollout_targets(self.item_to_key, batch["target_item_id"], self.trie, group_size)  # [B]
         was_training = self.model.training
         self.model.eval()
         items = self._generate(prompt_ids, prompt_mask)  # [B, G]
-        score = self._group_scorer(batch, targets)
+        score = group_scorer(reward_functions(self.reward_weights, self._model_rewards), self.reward_weights,
+                             self.trie.keys, targets, group_size, batch)
         if self.group.dynamic_sampling == "resample":
-            self._resample_flat_groups(items, prompt_ids, prompt_mask, score)
+            sharded = is_sharded(self.model) and self.trainer.world_size > 1  # the ranks decide together
+            resample_flat_groups(items, prompt_ids, prompt_mask, score, self._generate, group_size,
+                                 self.group.max_resample_rounds, self.trainer.strategy if sharded else None)
         if self.group.add_ground_truth:
-            self._inject_ground_truth(items, targets)
+            inject_ground_truth(items, targets)
         self.model.train(was_training)
         if bool((items < 0).any()):
             raise RuntimeError("constrained decoding returned fewer items than the group size")
@@ -368,81 +257,15 @@ class GRPOModule(pl.LightningModule):
         total = torch.tensor(result.total, dtype=torch.float32, device=prompt_ids.device)  # [B x G]
         advantages, zero_variance = group_advantages(total, group_size, self.loss_options.reward_scaling,
                                                      self.loss_options.advantage_eps)
-        metrics = self._rollout_metrics(items, targets, total, zero_variance, result)
+        metrics = rollout_metrics(items, targets, total, zero_variance, result.per_function, group_size)
         if self.group.dynamic_sampling == "drop" and bool(zero_variance.any()) and not bool(zero_variance.all()):
             keep = ~zero_variance
             prompt_ids, prompt_mask, items = prompt_ids[keep], prompt_mask[keep], items[keep]
             advantages = advantages.view(-1, group_size)[keep].flatten()
-        completions, completion_mask = self._completions(items)
+        completions, completion_mask = completion_tokens(self._device_trie(items.device), items,
+                                                         self.tokenizer.pad_token_id)
         ref_logp = self._reference_logprobs(prompt_ids, prompt_mask, completions)
         return Rollout(prompt_ids, prompt_mask, completions, completion_mask, advantages, ref_logp), metrics
-
-    def _rollout_targets(self, batch: dict) -> torch.Tensor:
-        """``[B]`` trie index of each prompt's own target (checked: a group fits the catalog, every prompt has one)."""
-        group_size = self.group.size
-        if group_size > self.trie.num_items:
-            raise ConfigurationError(f"group.size={group_size} exceeds the {self.trie.num_items} distinct SIDs of the catalog")
-        targets = self.item_to_key[batch["target_item_id"]]  # [B] trie index of each prompt's own target
-        if bool((targets < 0).any()):
-            raise ConfigurationError("some prompts have no target item; GRPO needs tasks whose answer is a SID")
-        return targets
-
-    def _group_scorer(self, batch: dict, targets: torch.Tensor):
-        """``score(items [B, G])``: the combined rewards of every completion against its prompt's target."""
-        group_size = self.group.size
-        rewards_fns = self._reward_functions()
-        histories = unpad_histories(batch["history_item_ids"]) if "history_item_ids" in batch else None
-        target_items = batch["target_item_id"].tolist()
-
-        def score(items: torch.Tensor):
-            completions = [self.trie.keys[i] if i >= 0 else "" for i in items.flatten().tolist()]
-            wanted = [self.trie.keys[t] for t in targets.repeat_interleave(group_size).tolist()]
-            return combine_rewards(rewards_fns, self.reward_weights, completions, wanted, group_size, histories,
-                                   target_items)
-
-        return score
-
-    def _resample_flat_groups(self, items: torch.Tensor, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                              score) -> None:
-        """Regenerate (in place) the groups whose rewards are all equal, up to ``max_resample_rounds`` times."""
-        sharded = is_sharded(self.model) and self.trainer.world_size > 1  # the ranks decide together
-        for _ in range(self.group.max_resample_rounds):
-            _, flat = group_advantages(torch.tensor(score(items).total), self.group.size)
-            redo = rows_to_regenerate(flat.to(items.device), self.trainer.strategy if sharded else None)
-            if redo is None:
-                break
-            drawn = self._generate(prompt_ids[redo], prompt_mask[redo])
-            if not is_throwaway(flat):
-                items[redo] = drawn
-
-    @staticmethod
-    def _inject_ground_truth(items: torch.Tensor, targets: torch.Tensor) -> None:
-        """Put each prompt's target in the last slot of its group (in place) where no sample hit it."""
-        missing = ~(items == targets[:, None]).any(dim=1)  # [B]
-        items[missing, -1] = targets[missing]
-
-    def _rollout_metrics(self, items: torch.Tensor, targets: torch.Tensor, total: torch.Tensor,
-                         zero_variance: torch.Tensor, result) -> dict[str, float]:
-        """Reward, its spread, zero-variance groups, target hits (and mean rank), validity, per-function rewards."""
-        hits = items == targets[:, None]  # [B, G]
-        metrics = {
-            "reward": total.mean().item(),
-            "reward_std": total.view(-1, self.group.size).std(dim=1).mean().item(),
-            "zero_variance_fraction": zero_variance.float().mean().item(),
-            "target_hit_rate": hits.any(dim=1).float().mean().item(),
-            "valid_fraction": (items >= 0).float().mean().item(),
-            **{f"rewards/{name}": sum(values) / len(values) for name, values in result.per_function.items()},
-        }
-        if bool(hits.any()):
-            metrics["target_rank"] = (hits.float().argmax(dim=1)[hits.any(dim=1)] + 1).float().mean().item()
-        return metrics
-
-    def _completions(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids ``[B x G, C]`` of the items' responses and their mask (up to and including the first EOS)."""
-        completions = self._device_trie(items.device).responses(items, self.tokenizer.pad_token_id).flatten(0, 1)  # [BG, C]
-        is_eos = completions == self.trie.eos_token_id
-        completion_mask = (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0  # up to and including the first EOS
-        return completions, completion_mask
 
     def _reference_logprobs(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                             completions: torch.Tensor) -> torch.Tensor | None:

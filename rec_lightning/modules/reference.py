@@ -11,7 +11,8 @@ In ``lora`` mode a half-precision (bf16/fp16) SFT model is merged in float32 and
 stays float32: merging in bf16 rounds ``W + dW`` (per-token log-probs drift by ~1e-2 from the SFT
 model the user evaluated) and a sync in bf16 (``W += alpha dW``) rounds again and moves the policy.
 In float32 both are exact to float32 rounding; the price is a float32 copy of the base instead of
-a bf16 one (the trainer's ``bf16-mixed`` still runs the matmuls in bf16).
+a bf16 one (the trainer's ``bf16-mixed`` still runs the matmuls in bf16). :func:`disable_dropout` makes the
+training policy's log-probs those of the model that generated the group (GRPO's ``disable_dropout``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,20 @@ def build_policy(sft_model: torch.nn.Module, mode: PolicyMode, lora: LoraOptions
         return apply_finetuning(base, "lora", lora or LoraOptions(), sid_token_ids), None
     reference = copy.deepcopy(base).eval().requires_grad_(False) if need_reference else None
     return apply_finetuning(base, "full", None, sid_token_ids), reference
+
+
+def disable_dropout(model: torch.nn.Module) -> int:
+    """Set every ``nn.Dropout`` and every attention module's ``attention_dropout`` rate to 0; returns how many."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p:
+            module.p, changed = 0.0, changed + 1
+        if isinstance(getattr(module, "attention_dropout", None), float) and module.attention_dropout:
+            module.attention_dropout, changed = 0.0, changed + 1
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "attention_dropout", 0.0):
+        config.attention_dropout = 0.0
+    return changed
 
 
 def _is_half_precision(model: torch.nn.Module) -> bool:
