@@ -183,9 +183,14 @@ class SFTModule(pl.LightningModule):
         """
         if self.backbone_options.from_scratch:  # the config's vocabulary covers the SID tokens: random rows like all
             add_sid_tokens_to_tokenizer(tokenizer, sid_tokens)
-        base = build_backbone(self.backbone_options, tokenizer)
         checksum = sid_index_checksum if sid_index_checksum is not None or catalog is None else catalog.checksum()
         continued = continues_checkpoint(self.backbone_options, tokenizer, sid_tokens, checksum)
+        if continued and self.finetune != "full":  # an adapter's loader rebuilds the base with fresh SID rows
+            raise ConfigurationError(
+                f"finetune {self.finetune!r} on the rec_lightning checkpoint {self.backbone_options.model_name_or_path}: "
+                "fine-tuning a checkpoint again is supported with finetune: full (its adapter could not be reloaded "
+                "onto the same rows). Fix: set model.init_args.finetune: full")
+        base = build_backbone(self.backbone_options, tokenizer)
         report = add_sid_tokens(base, tokenizer, sid_tokens, keep_existing_sid_rows=self.backbone_options.from_scratch,
                                 keep_existing_rows=continued)
         self.model = apply_finetuning(base, self.finetune, self.lora_options, report.sid_token_ids)

@@ -64,6 +64,15 @@ def test_another_sid_index_resets_the_sid_rows_with_a_warning(trained, demo_dir,
     assert torch.allclose(weight[module.sid_token_ids[-1]], expected, atol=1e-6)
 
 
+def test_lora_on_a_checkpoint_is_refused_naming_the_fix(trained, demo_dir, tmp_path):
+    folder, _ = trained
+    datamodule = RecDataModule(data_dir=str(demo_dir), tokenizer=str(folder), cache_dir=str(tmp_path / "cache"))
+    module = SFTModule(backbone={"model_name_or_path": str(folder)}, finetune="lora")
+    with pytest.raises(ConfigurationError, match=r"finetune 'lora' on the rec_lightning checkpoint .* Fix: set "
+                                                 r"model.init_args.finetune: full"):
+        module.build(datamodule.tokenizer, datamodule.catalog.sid_tokens, datamodule.catalog.checksum())
+
+
 def test_another_tokenizer_is_refused_naming_the_fix(trained, demo_dir, tmp_path):
     folder, _ = trained
     other = RecDataModule(data_dir=str(demo_dir), tokenizer_vocab_size=300, cache_dir=str(tmp_path / "cache"))
