@@ -107,3 +107,15 @@ def test_cli_fit_continues_from_a_final_checkpoint(sft_run, tmp_path, cache):
     assert result.returncode == 0, describe(result)
     assert "trained rows are kept" in result.stdout + result.stderr
     assert (tmp_path / "run" / "final_checkpoint" / "rec_lightning.json").is_file()
+
+
+def test_cli_refuses_lora_on_a_final_checkpoint_cleanly(sft_run, tmp_path, cache):
+    from cli_helpers import assert_clean_error, run_cli, short_fit_args, write_short_run_config
+
+    folder = sft_run / "run" / "final_checkpoint"
+    result = run_cli(*short_fit_args(write_short_run_config(tmp_path, max_steps=2),
+                                     "--model.init_args.backbone.model_name_or_path", str(folder),
+                                     "--data.init_args.tokenizer", str(folder), "--model.init_args.finetune", "lora"),
+                     cwd=tmp_path, cache=cache)
+    assert_clean_error(result, "finetune 'lora' on the rec_lightning checkpoint", "Fix: set model.init_args.finetune: full")
+    assert not (tmp_path / "run" / "final_checkpoint").exists()
